@@ -1,0 +1,21 @@
+//! Pure logic of the Kazoo `pusher` replacement: no I/O, no async, no clocks.
+//!
+//! The service (`pusher`) and its adapters (`pusher-io`) call into these modules to
+//! turn wire messages into decisions:
+//!
+//! - [`envelope`] classifies a message body (`reg_success`, `push_req`, other).
+//! - [`reg_success`] reads a `reg_success` and decides the device `push` update
+//!   (spec §5.1), using [`ua_rules`] (the `User-Agents` config), [`contact`] (SIP
+//!   Contact parsing, URL decoding) and [`account`] (account database names).
+//! - [`kapps_config`] resolves `system_config` documents the way Kazoo's
+//!   `kapps_config` does (spec §8), and edits them for the CLI.
+//!
+//! Every function is total: malformed input yields an error value or a warning,
+//! never a panic.
+
+pub mod account;
+pub mod contact;
+pub mod envelope;
+pub mod kapps_config;
+pub mod reg_success;
+pub mod ua_rules;

@@ -1,0 +1,21 @@
+//! Adapters of the pusher: the only code that talks to RabbitMQ and CouchDB.
+//!
+//! - [`amqp`]: Kazoo's topology (exchanges, the shared `pusher_shared_listener` queue,
+//!   bindings), a manual-ack consumer, body decoding, and a confirming publisher.
+//! - [`couch`]: a thin CouchDB client with correct path encoding, secret-free errors and
+//!   read-modify-write with 409 retry.
+//!
+//! Each adapter has its own `Error` with an `is_transient`-style classification so the
+//! service can decide between "retry later" and "settle now". Settings (URLs, timeouts)
+//! are injected; nothing here reads the environment.
+
+pub mod amqp;
+pub mod couch;
+
+/// Installs rustls' `ring` provider as the process default (idempotent). reqwest is built
+/// without a provider of its own, so this must run before any HTTP client is created;
+/// [`couch::CouchClient::new`] calls it.
+pub fn ensure_crypto_provider() {
+    // Err means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

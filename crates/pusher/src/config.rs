@@ -1,0 +1,200 @@
+//! The live `system_config/pusher` document.
+//!
+//! A watcher task loads the doc at start, then follows the `system_config` `_changes`
+//! feed (long-poll with a client-side bound, because pouchdb-server ignores `timeout`)
+//! and reloads the doc when it changes, so rule and credential edits apply without a
+//! restart, typically within a few hundred milliseconds. Each version is compiled once
+//! (User-Agent regexes) and published through a `watch` channel; handlers take a cheap
+//! `Arc` snapshot per message. The service never writes defaults back into the doc
+//! (unlike Kazoo's `kapps_config:get/4`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pusher_core::kapps_config::ConfigDoc;
+use pusher_core::ua_rules::UserAgentRules;
+use pusher_io::couch::CouchClient;
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Database of Kazoo's system config documents.
+pub const SYSTEM_CONFIG_DB: &str = "system_config";
+/// Doc id (category) of the pusher config.
+pub const PUSHER_CATEGORY: &str = "pusher";
+
+/// One compiled version of `system_config/pusher`, as seen from this node and zone.
+#[derive(Debug)]
+pub struct PusherConfig {
+    /// The raw document, for scoped lookups.
+    pub doc: ConfigDoc,
+    /// `_rev` of the doc (empty when the doc does not exist).
+    pub rev: String,
+    /// `User-Agents` resolved node → zone → default, compiled.
+    pub rules: UserAgentRules,
+    /// `rfc8599` resolved node → zone → default (default false).
+    pub rfc8599: bool,
+}
+
+impl PusherConfig {
+    /// Compiles a doc for `node`/`zone`, logging each rule that cannot be used (once
+    /// per config version, naming its key).
+    pub fn compile(doc: Value, node: &str, zone: &str) -> Self {
+        let rev = doc
+            .get("_rev")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let doc = ConfigDoc::new(doc);
+        let (rules, errors) = match doc.node_value(node, zone, &["User-Agents"]) {
+            Some(v) => UserAgentRules::compile(v),
+            None => UserAgentRules::compile(&Value::Null),
+        };
+        for e in &errors {
+            tracing::error!(config_rev = %rev, error.message = %e, "User-Agents rule skipped");
+        }
+        let rfc8599 = doc
+            .node_value(node, zone, &["rfc8599"])
+            .and_then(pusher_core::kapps_config::to_boolean)
+            .unwrap_or(false);
+        Self {
+            doc,
+            rev,
+            rules,
+            rfc8599,
+        }
+    }
+}
+
+/// Read side of the live config: `None` until the first successful load.
+pub type ConfigReceiver = watch::Receiver<Option<Arc<PusherConfig>>>;
+
+/// Loads the doc once. A missing database or doc is an empty config, not an error.
+async fn load(
+    couch: &CouchClient,
+    node: &str,
+    zone: &str,
+) -> Result<PusherConfig, pusher_io::couch::Error> {
+    let doc = couch
+        .get_doc(SYSTEM_CONFIG_DB, PUSHER_CATEGORY)
+        .await?
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    Ok(PusherConfig::compile(doc, node, zone))
+}
+
+/// Starts the watcher; returns the receiver immediately (the first load runs in the
+/// task, so start-up is not delayed by CouchDB).
+pub fn spawn_watcher(
+    couch: CouchClient,
+    node: String,
+    zone: String,
+    cancel: CancellationToken,
+) -> ConfigReceiver {
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        tokio::select! {
+            () = watch_loop(&couch, &node, &zone, &tx) => {}
+            () = cancel.cancelled() => {}
+        }
+    });
+    rx
+}
+
+async fn watch_loop(
+    couch: &CouchClient,
+    node: &str,
+    zone: &str,
+    tx: &watch::Sender<Option<Arc<PusherConfig>>>,
+) {
+    const LONGPOLL: Duration = Duration::from_secs(25);
+    const MISSING_DB_POLL: Duration = Duration::from_secs(1);
+    let mut backoff = Duration::from_millis(250);
+    // `since` of the changes feed; None = must (re)load first.
+    let mut since: Option<Value> = None;
+    loop {
+        let step = async {
+            let Some(seq) = since.clone() else {
+                // Read update_seq *before* the doc, so a change in between is not missed.
+                let seq = couch
+                    .db_info(SYSTEM_CONFIG_DB)
+                    .await?
+                    .and_then(|info| info.get("update_seq").cloned());
+                let cfg = load(couch, node, zone).await?;
+                publish(tx, cfg);
+                since = seq;
+                if since.is_none() {
+                    tokio::time::sleep(MISSING_DB_POLL).await;
+                }
+                return Ok(());
+            };
+            match couch
+                .changes_longpoll(SYSTEM_CONFIG_DB, &seq, LONGPOLL)
+                .await?
+            {
+                None => since = None, // database deleted: back to polling
+                Some(batch) => {
+                    if batch.ids.iter().any(|id| id == PUSHER_CATEGORY) {
+                        let cfg = load(couch, node, zone).await?;
+                        publish(tx, cfg);
+                    }
+                    since = Some(batch.last_seq);
+                }
+            }
+            Ok::<(), pusher_io::couch::Error>(())
+        };
+        match step.await {
+            Ok(()) => backoff = Duration::from_millis(250),
+            Err(e) => {
+                tracing::warn!(error.message = %e, retry_in_ms = backoff.as_millis() as u64,
+                    "cannot read system_config/pusher; keeping the last good version");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                since = None;
+            }
+        }
+    }
+}
+
+fn publish(tx: &watch::Sender<Option<Arc<PusherConfig>>>, cfg: PusherConfig) {
+    let changed = tx.borrow().as_ref().is_none_or(|old| old.rev != cfg.rev);
+    if changed {
+        tracing::info!(config_rev = %cfg.rev, user_agent_rules = cfg.rules.len(),
+            rfc8599 = cfg.rfc8599, "system_config/pusher loaded");
+    }
+    tx.send_replace(Some(Arc::new(cfg)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn compiles_node_scoped_rules_and_flags() {
+        let doc = json!({
+            "_rev": "3-abc",
+            "default": {"User-Agents": {"A": {"regex": "^A", "properties": {}}}, "rfc8599": false},
+            "local": {"rfc8599": true},
+            "pusher@n1": {"User-Agents": {"B": {"regex": "^B"}, "Bad": {"regex": "("}}}
+        });
+        let on_n1 = PusherConfig::compile(doc.clone(), "pusher@n1", "local");
+        assert_eq!(on_n1.rev, "3-abc");
+        assert_eq!(
+            on_n1.rules.len(),
+            1,
+            "the node's own rules win, the bad one is skipped"
+        );
+        assert!(on_n1.rfc8599, "zone beats default");
+        let elsewhere = PusherConfig::compile(doc, "pusher@n2", "east");
+        assert_eq!(elsewhere.rules.rules()[0].key, "A");
+        assert!(!elsewhere.rfc8599);
+    }
+
+    #[test]
+    fn empty_doc_is_an_empty_config() {
+        let cfg = PusherConfig::compile(json!({}), "n", "z");
+        assert!(cfg.rules.is_empty());
+        assert!(!cfg.rfc8599);
+        assert_eq!(cfg.rev, "");
+    }
+}

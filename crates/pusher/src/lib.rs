@@ -1,0 +1,127 @@
+//! The pusher service: joins the pure core (`pusher-core`) and the adapters
+//! (`pusher-io`) into `pusherd` and `pusherctl`.
+//!
+//! Data flows one way: AMQP delivery → [`handler::Dispatcher::process`] (decode,
+//! classify, decide in the core, act on CouchDB) → one ack/nack in [`consumer`].
+//! [`config`] keeps a compiled snapshot of `system_config/pusher` current; [`http`]
+//! serves `/health` and `/ready`; [`settings`] reads the environment once.
+//!
+//! [`run`] is the whole service with an injected shutdown token, so tests start it
+//! in-process exactly as `pusherd` does.
+
+pub mod config;
+pub mod consumer;
+pub mod ctl;
+pub mod handler;
+pub mod http;
+pub mod settings;
+pub mod state;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use pusher_io::couch::CouchClient;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::Settings;
+use crate::state::State;
+
+/// A started service: where it listens, and its join handle.
+#[derive(Debug)]
+pub struct Running {
+    /// Bound address of `/health` and `/ready` (resolves port 0).
+    pub http_addr: Option<std::net::SocketAddr>,
+    /// Completes after a shutdown has drained everything.
+    pub handle: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the service in the background; fails only on start-up errors (bad settings,
+/// HTTP address in use). Cancel `shutdown` to stop it, then await `handle`.
+pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let couch = CouchClient::new(&settings.couch_url, settings.couch_timeout)
+        .context("Failed to set up the CouchDB client")?;
+    // The watcher must outlive the drain (in-flight handlers read the config), so it has
+    // its own token, cancelled last.
+    let background = CancellationToken::new();
+    let config = config::spawn_watcher(
+        couch.clone(),
+        settings.node.clone(),
+        settings.zone.clone(),
+        background.clone(),
+    );
+    let state = Arc::new(State::default());
+
+    let mut http_addr = None;
+    let mut http_task = None;
+    if let Some(addr) = settings.http_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("Failed to listen on {addr} (PUSHER_HTTP_ADDR)"))?;
+        http_addr = Some(listener.local_addr()?);
+        let app = http::router(state.clone(), config.clone());
+        let stop = background.clone();
+        http_task = Some(tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error.message = %e, "HTTP server failed");
+            }
+        }));
+    }
+
+    let dispatcher =
+        handler::Dispatcher::new(couch, config, settings.retry_budget, shutdown.clone());
+    let consumer_settings = consumer::ConsumerSettings {
+        amqp_uri: settings.amqp_uri.clone(),
+        connection_name: format!("pusher {}", settings.node),
+        prefetch: settings.prefetch,
+        shutdown_grace: settings.shutdown_grace,
+    };
+    tracing::info!(settings = ?settings, http = ?http_addr, "pusherd starting");
+    let handle = tokio::spawn(async move {
+        consumer::supervise(consumer_settings, dispatcher, state, shutdown).await;
+        background.cancel();
+        if let Some(t) = http_task {
+            let _ = t.await;
+        }
+        tracing::info!("pusherd stopped");
+    });
+    Ok(Running { http_addr, handle })
+}
+
+/// Runs the service until `shutdown` fires and everything has drained.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let running = start(settings, shutdown).await?;
+    running.handle.await.context("service task failed")?;
+    Ok(())
+}
+
+/// Resolves when SIGTERM or SIGINT (ctrl-c) arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error.message = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error.message = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received; shutting down"),
+        () = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+}

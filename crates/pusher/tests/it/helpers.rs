@@ -1,0 +1,363 @@
+//! Test harness: real RabbitMQ and a real CouchDB-API server, isolated per test.
+//!
+//! Isolation: every test gets its own RabbitMQ vhost (created with `rabbitmqctl`, deleted
+//! on drop), its own random account database, and its own node name, under which it
+//! writes its `User-Agents` rules into the shared `system_config/pusher` doc — the
+//! service resolves node-scoped keys node → zone → default, so tests never see each
+//! other's rules. Services come from `scripts/services.sh up` (run by `make test`);
+//! the URLs are read from `PUSHER_TEST_AMQP_URI` / `PUSHER_TEST_COUCH_URL`.
+
+use std::process::Command;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use pusher::settings::Settings;
+use pusher_io::amqp::Publisher;
+use pusher_io::couch::CouchClient;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub const FIXTURES: &str = include_str!("../../../../../shared/fixtures/kamailio-captured.jsonl");
+
+static TRACING: Once = Once::new();
+
+/// `TEST_LOG=1` shows the service's logs in test output.
+pub fn init_tracing() {
+    TRACING.call_once(|| {
+        pusher_io::ensure_crypto_provider();
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "debug,lapin=info,h2=info,hyper=info".into()),
+                )
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+pub fn amqp_base() -> String {
+    std::env::var("PUSHER_TEST_AMQP_URI")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub fn couch_url() -> String {
+    std::env::var("PUSHER_TEST_COUCH_URL").unwrap_or_else(|_| "http://127.0.0.1:15984".into())
+}
+
+pub fn rand_hex(n: usize) -> String {
+    let mut s = uuid::Uuid::new_v4().simple().to_string();
+    while s.len() < n {
+        s.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    s.truncate(n);
+    s
+}
+
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("rabbitmqctl runs (scripts/services.sh installs RabbitMQ)");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A RabbitMQ vhost of our own, deleted on drop.
+pub struct Vhost {
+    pub name: String,
+}
+
+impl Vhost {
+    pub fn new() -> Self {
+        let name = format!("pusher-it-{}", rand_hex(10));
+        rabbitmqctl(&["-q", "add_vhost", &name]);
+        rabbitmqctl(&[
+            "-q",
+            "set_permissions",
+            "-p",
+            &name,
+            "guest",
+            ".*",
+            ".*",
+            ".*",
+        ]);
+        Self { name }
+    }
+
+    /// The broker URI for this vhost.
+    pub fn uri(&self) -> String {
+        let base = amqp_base();
+        let root = base.rsplit_once('/').map(|(r, _)| r).unwrap_or(&base);
+        format!("{root}/{}", self.name)
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["-q", "delete_vhost", &self.name])
+            .stdin(std::process::Stdio::null())
+            .output();
+    }
+}
+
+/// One isolated test world: vhost, account, node name, a running pusher.
+pub struct World {
+    pub vhost: Vhost,
+    pub couch: CouchClient,
+    pub node: String,
+    pub account_id: String,
+    pub account_db: String,
+    pub shutdown: CancellationToken,
+    pub http_addr: Option<std::net::SocketAddr>,
+    pub handle: Option<tokio::task::JoinHandle<()>>,
+    pub publisher: Option<Publisher>,
+    _publisher_conn: Option<lapin::Connection>,
+}
+
+impl World {
+    /// Vhost + account DB + node name, service not started yet.
+    pub async fn new() -> Self {
+        init_tracing();
+        let couch = CouchClient::new(&couch_url(), Duration::from_secs(5)).expect("couch client");
+        couch.ping().await.expect(
+            "CouchDB-API server reachable (run `make test`, which starts it via scripts/services.sh)",
+        );
+        couch
+            .create_db("system_config")
+            .await
+            .expect("system_config db");
+        let account_id = rand_hex(32);
+        let account_db = pusher_core::account::account_db(&account_id).expect("account db");
+        couch
+            .create_db(&account_db)
+            .await
+            .expect("create account db");
+        Self {
+            vhost: Vhost::new(),
+            couch,
+            node: format!("pusher@it-{}", rand_hex(8)),
+            account_id,
+            account_db,
+            shutdown: CancellationToken::new(),
+            http_addr: None,
+            handle: None,
+            publisher: None,
+            _publisher_conn: None,
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        let vars = [
+            ("PUSHER_AMQP_URI", self.vhost.uri()),
+            ("PUSHER_COUCH_URL", couch_url()),
+            ("PUSHER_NODE", self.node.clone()),
+            ("PUSHER_ZONE", format!("zone-{}", rand_hex(6))),
+            ("PUSHER_HTTP_ADDR", "127.0.0.1:0".to_string()),
+            ("PUSHER_RETRY_BUDGET_MS", "20000".to_string()),
+        ];
+        let map = vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        Settings::from_map(&map).expect("settings")
+    }
+
+    /// Starts the service in-process and waits for `/ready`.
+    pub async fn start(&mut self) {
+        let running = pusher::start(self.settings(), self.shutdown.clone())
+            .await
+            .expect("service starts");
+        self.http_addr = running.http_addr;
+        self.handle = Some(running.handle);
+        self.wait_ready().await;
+        let conn = pusher_io::amqp::connect(&self.vhost.uri(), "it-publisher")
+            .await
+            .expect("publisher connects");
+        self.publisher = Some(Publisher::new(&conn).await.expect("publisher"));
+        self._publisher_conn = Some(conn);
+    }
+
+    pub async fn ready_status(&self) -> u16 {
+        let addr = self.http_addr.expect("http enabled");
+        match reqwest::get(format!("http://{addr}/ready")).await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.ready_status().await != 200 {
+            assert!(Instant::now() < deadline, "service not ready within 15 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the service and waits for the drain.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(10), h)
+                .await
+                .expect("service stops within 10 s")
+                .expect("service task joins");
+        }
+    }
+
+    /// Writes `value` at `<node>.<path>` in `system_config/pusher` (read-modify-write).
+    pub async fn set_node_config(&self, path: &[&str], value: Value) {
+        let mut full = vec![self.node.as_str()];
+        full.extend_from_slice(path);
+        set_config(&self.couch, &full, value).await;
+    }
+
+    pub async fn set_rule(&self, key: &str, regex: &str) {
+        self.set_node_config(
+            &["User-Agents"],
+            json!({ key: {
+                "regex": regex,
+                "properties": {"Token-App": "app-id", "Token-Type": "pn-type", "Token-ID": "pn-tok"}
+            }}),
+        )
+        .await;
+    }
+
+    /// Creates a device doc in this world's account.
+    pub async fn put_device(&self, device_id: &str, extra: Value) -> String {
+        let mut doc = json!({"_id": device_id, "pvt_type": "device", "name": "phone"});
+        if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                d.insert(k.clone(), v.clone());
+            }
+        }
+        self.couch
+            .put_doc(&self.account_db, &doc)
+            .await
+            .expect("put device")
+    }
+
+    pub async fn device(&self, device_id: &str) -> Value {
+        self.couch
+            .get_doc(&self.account_db, device_id)
+            .await
+            .expect("get device")
+            .expect("device exists")
+    }
+
+    /// A fixture reg_success (by index among reg_success lines) with CCVs for this world.
+    pub fn reg_success(&self, index: usize, device_id: &str) -> Value {
+        let mut body = fixture_bodies("reg_success")[index].clone();
+        body["Custom-Channel-Vars"] =
+            json!({"Account-ID": self.account_id, "Authorizing-ID": device_id});
+        body
+    }
+
+    pub async fn publish(&self, exchange: &str, routing_key: &str, body: &[u8]) {
+        self.publisher
+            .as_ref()
+            .expect("started")
+            .publish_json(
+                exchange,
+                routing_key,
+                body,
+                lapin::BasicProperties::default(),
+            )
+            .await
+            .expect("publish confirmed");
+    }
+
+    pub async fn publish_reg(&self, body: &Value) {
+        self.publish(
+            "registrar",
+            "registration.success.acme%2Esip%2Eexample%2Ecom.2001",
+            body.to_string().as_bytes(),
+        )
+        .await;
+    }
+
+    /// Waits until `check(device)` holds (or fails after `secs`).
+    pub async fn wait_device<F: Fn(&Value) -> bool>(
+        &self,
+        device_id: &str,
+        secs: u64,
+        check: F,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let doc = self.device(device_id).await;
+            if check(&doc) {
+                return doc;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "device {device_id} never reached the expected state: {doc}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the shared queue in our vhost has no messages ready or unacked.
+    pub async fn wait_queue_drained(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = rabbitmqctl(&[
+                "-q",
+                "list_queues",
+                "-p",
+                &self.vhost.name,
+                "name",
+                "messages",
+                "--no-table-headers",
+            ]);
+            let drained = out
+                .lines()
+                .filter(|l| l.starts_with("pusher_shared_listener"))
+                .all(|l| l.split_whitespace().nth(1) == Some("0"));
+            if drained {
+                return;
+            }
+            assert!(Instant::now() < deadline, "queue not drained: {out}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Sets `path` in `system_config/pusher`, creating the doc if needed (409-safe).
+pub async fn set_config(couch: &CouchClient, path: &[&str], value: Value) {
+    for _ in 0..20 {
+        let mut doc = couch
+            .get_doc("system_config", "pusher")
+            .await
+            .expect("get config")
+            .unwrap_or_else(|| json!({"_id": "pusher", "pvt_type": "config"}));
+        pusher_core::kapps_config::set_at(&mut doc, path, value.clone());
+        match couch.put_doc("system_config", &doc).await {
+            Ok(_) => return,
+            Err(pusher_io::couch::Error::Conflict) => continue,
+            Err(e) => panic!("cannot write config: {e}"),
+        }
+    }
+    panic!("config write kept conflicting");
+}
+
+/// The `body` of every fixture line with this Event-Name, in file order.
+pub fn fixture_bodies(event_name: &str) -> Vec<Value> {
+    FIXTURES
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<Value>(l).expect("fixture line is JSON"))
+        .filter(|v| v["body"]["Event-Name"] == event_name)
+        .map(|v| v["body"].clone())
+        .collect()
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the pusher against a real RabbitMQ and a real CouchDB-API server
+//! (one test binary for the crate; see `helpers` for isolation).
+
+mod binary;
+mod config_reload;
+mod helpers;
+mod reg_success;
+mod schemas;
+mod topology;

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `make test`: bring up the real services (installing them on a fresh machine), check
+# formatting and lints, then run every unit and integration test against the services.
+# Stops afterwards only the services that this run started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo not found: install the Rust toolchain (rustup) first" >&2
+    exit 1
+fi
+
+# Services already recorded as ours from an earlier `make services-up` stay up after
+# the run; services this run starts are stopped at the end.
+had_state=0
+[[ -s .run/services.state ]] && had_state=1
+services_env=$(scripts/services.sh up)
+eval "$services_env"
+export PUSHER_TEST_AMQP_URI PUSHER_TEST_COUCH_URL
+cleanup() {
+    local rc=$?
+    if [[ $had_state == 0 ]]; then
+        scripts/services.sh down || true
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+log "cargo test (unit + integration against the local RabbitMQ and pouchdb-server)"
+cargo test --workspace --no-fail-fast
