@@ -74,7 +74,13 @@ print(json.dumps({"_rev": d["_rev"], "name": d.get("name"), "push": d.get("push"
 }
 say "Device BEFORE the registration"
 show_push
-sleep 0.5 # the rule write reaches pusherd through the _changes feed
+# The rule reaches pusherd through the system_config _changes feed: wait for its revision.
+config_rev=$(curl -sf "$COUCH/system_config/pusher" | sed -n 's/.*"_rev":"\([^"]*\)".*/\1/p')
+for _ in $(seq 1 100); do
+    curl -sf "http://$PUSHER_HTTP_ADDR/ready" | grep -q "\"$config_rev\"" && break
+    sleep 0.05
+done
+echo "pusherd runs config revision: $(curl -sf "http://$PUSHER_HTTP_ADDR/ready")"
 
 say "Kamailio publishes reg_success (replaying the real capture, CCVs added)"
 target/release/pusher-replay --fixture ../shared/fixtures/kamailio-captured.jsonl \

@@ -107,7 +107,7 @@ async fn watch_loop(
     tx: &watch::Sender<Option<Arc<PusherConfig>>>,
 ) {
     const LONGPOLL: Duration = Duration::from_secs(25);
-    const MISSING_DB_POLL: Duration = Duration::from_secs(1);
+    const MISSING_DB_POLL: Duration = Duration::from_millis(500);
     let mut backoff = Duration::from_millis(250);
     // `since` of the changes feed; None = must (re)load first.
     let mut since: Option<Value> = None;

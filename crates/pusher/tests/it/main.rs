@@ -4,6 +4,7 @@
 mod binary;
 mod config_reload;
 mod helpers;
+mod lifecycle;
 mod reg_success;
 mod schemas;
 mod topology;
