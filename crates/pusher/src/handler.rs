@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ConfigReceiver;
 
 /// How many 409s a device update absorbs before it counts as a transient failure.
-const MAX_CONFLICTS: u32 = 5;
+const MAX_CONFLICTS: u32 = 10;
 
 /// How the consumer must settle a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,19 +19,44 @@ async fn rule_added_while_running_applies_within_two_seconds() {
 
     w.set_rule("Harness", "^Linphone-Harness").await;
     let changed = Instant::now();
-    // Publish until the new rule is in effect; it must be within 2 s of the write.
+    let rev = w
+        .couch
+        .get_doc("system_config", "pusher")
+        .await
+        .expect("get config")
+        .and_then(|d| d["_rev"].as_str().map(str::to_string))
+        .expect("config rev");
+    // The service reports the revision it runs on /ready; other tests write the same
+    // doc concurrently, so any revision at or after ours counts.
+    let our_gen: u64 = rev
+        .split('-')
+        .next()
+        .and_then(|g| g.parse().ok())
+        .expect("rev generation");
     loop {
-        w.publish_reg(&reg).await;
-        w.wait_queue_drained().await;
-        if w.device("dev1").await.get("push").is_some() {
+        let body: serde_json::Value =
+            reqwest::get(format!("http://{}/ready", w.http_addr.expect("http")))
+                .await
+                .expect("ready")
+                .json()
+                .await
+                .expect("json");
+        let running: u64 = body["config_rev"]
+            .as_str()
+            .and_then(|r| r.split('-').next())
+            .and_then(|g| g.parse().ok())
+            .unwrap_or(0);
+        if running >= our_gen {
             break;
         }
         assert!(
             changed.elapsed() < Duration::from_secs(2),
             "rule change not applied within 2 s"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    w.publish_reg(&reg).await;
+    w.wait_device("dev1", 10, |d| d.get("push").is_some()).await;
     eprintln!("rule change applied after {:?}", changed.elapsed());
     w.stop().await;
 }

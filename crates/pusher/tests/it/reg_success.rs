@@ -195,6 +195,8 @@ async fn concurrent_writer_changes_survive() {
                     .await
                     .expect("writer update");
                 done += 1;
+                // An eager but not pathological writer (a busy crossbar, say).
+                tokio::time::sleep(Duration::from_millis(3)).await;
             }
             done
         })
