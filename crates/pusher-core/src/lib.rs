@@ -9,13 +9,20 @@
 //!   Contact parsing, URL decoding) and [`account`] (account database names).
 //! - [`kapps_config`] resolves `system_config` documents the way Kazoo's
 //!   `kapps_config` does (spec §8), and edits them for the CLI.
+//! - [`push_req`] reads a `push_req` (spec §1.4, §5.2); [`apns`] and [`fcm`] turn it
+//!   into an APNs request or an FCM v1 message (spec §6.1, §6.4), and [`outcome`]
+//!   classifies the provider's answer and times retries (providers.md §1, §2).
 //!
 //! Every function is total: malformed input yields an error value or a warning,
 //! never a panic.
 
 pub mod account;
+pub mod apns;
 pub mod contact;
 pub mod envelope;
+pub mod fcm;
 pub mod kapps_config;
+pub mod outcome;
+pub mod push_req;
 pub mod reg_success;
 pub mod ua_rules;

@@ -2,6 +2,8 @@
 //!
 //! - [`amqp`]: Kazoo's topology (exchanges, the shared `pusher_shared_listener` queue,
 //!   bindings), a manual-ack consumer, body decoding, and a confirming publisher.
+//! - [`apns`]: APNs HTTP/2 client (certificate or ES256 token auth, extra roots).
+//! - [`fcm`]: FCM HTTP v1 client with single-flight OAuth tokens.
 //! - [`couch`]: a thin CouchDB client with correct path encoding, secret-free errors and
 //!   read-modify-write with 409 retry.
 //!
@@ -10,7 +12,9 @@
 //! are injected; nothing here reads the environment.
 
 pub mod amqp;
+pub mod apns;
 pub mod couch;
+pub mod fcm;
 
 /// Installs rustls' `ring` provider as the process default (idempotent). reqwest is built
 /// without a provider of its own, so this must run before any HTTP client is created;

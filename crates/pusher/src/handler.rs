@@ -10,6 +10,7 @@
 //!   `Ack` with an error log (never an endless redelivery loop);
 //! - shutdown during such retries → `Requeue`, so another instance takes it.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pusher_core::envelope::{self, Event};
@@ -20,7 +21,9 @@ use rand::Rng;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ConfigReceiver;
+use crate::config::{ConfigReceiver, PusherConfig};
+use crate::push::{PushOutcome, Pusher};
+use crate::tokens::TokenIndex;
 
 /// How many 409s a device update absorbs before it counts as a transient failure.
 const MAX_CONFLICTS: u32 = 10;
@@ -109,6 +112,8 @@ pub struct Dispatcher {
     config: ConfigReceiver,
     retry_budget: Duration,
     cancel: CancellationToken,
+    pusher: Arc<Pusher>,
+    tokens: Arc<TokenIndex>,
 }
 
 impl Dispatcher {
@@ -119,17 +124,22 @@ impl Dispatcher {
         config: ConfigReceiver,
         retry_budget: Duration,
         cancel: CancellationToken,
+        pusher: Arc<Pusher>,
+        tokens: Arc<TokenIndex>,
     ) -> Self {
         Self {
             couch,
             config,
             retry_budget,
             cancel,
+            pusher,
+            tokens,
         }
     }
 
     /// Handles one delivery and says how to settle it.
     pub async fn process(&self, msg: &Incoming) -> Disposition {
+        let received = Instant::now();
         let body = match amqp::decode_body(
             msg.content_type.as_deref(),
             msg.content_encoding.as_deref(),
@@ -143,16 +153,7 @@ impl Dispatcher {
         };
         match envelope::classify(&body) {
             Event::RegSuccess => self.reg_success(body).await.1,
-            Event::PushReq => {
-                // Seam for push delivery (APNs/FCM), which this build does not have yet.
-                tracing::warn!(
-                    messaging.routing_key = %msg.routing_key,
-                    msg_id = envelope::msg_id(&body).unwrap_or(""),
-                    call_id = envelope::call_id(&body).unwrap_or(""),
-                    "push_req received but push delivery is not part of this build; settled"
-                );
-                Disposition::Ack
-            }
+            Event::PushReq => self.push_req(body, received).await.1,
             Event::Other { category, name } => {
                 tracing::info!(
                     messaging.routing_key = %msg.routing_key,
@@ -163,6 +164,48 @@ impl Dispatcher {
                 Disposition::Ack
             }
         }
+    }
+
+    /// Waits (bounded) for the first config load.
+    async fn config_snapshot(&self, wait: Duration) -> Option<Arc<PusherConfig>> {
+        let mut rx = self.config.clone();
+        let ready = async {
+            rx.wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|c| c.clone())
+        };
+        tokio::select! {
+            c = tokio::time::timeout(wait, ready) => c.ok().flatten(),
+            () = self.cancel.cancelled() => None,
+        }
+    }
+
+    /// Handles a decoded `push_req`: one push, with retries inside its deadline.
+    pub async fn push_req(&self, body: Value, received: Instant) -> (PushOutcome, Disposition) {
+        let Some(cfg) = self.config_snapshot(Duration::from_secs(15)).await else {
+            if self.cancel.is_cancelled() {
+                return (
+                    PushOutcome::Failed("shutting down".into()),
+                    Disposition::Requeue,
+                );
+            }
+            tracing::error!(
+                msg_id = envelope::msg_id(&body).unwrap_or(""),
+                "system_config/pusher could not be loaded; push_req dropped"
+            );
+            return (
+                PushOutcome::Failed("config not loaded".into()),
+                Disposition::Ack,
+            );
+        };
+        let outcome = self.pusher.push(&cfg, &body, received).await;
+        let disposition = match &outcome {
+            // Interrupted by shutdown before it got through: let another instance try.
+            PushOutcome::Failed(_) if self.cancel.is_cancelled() => Disposition::Requeue,
+            _ => Disposition::Ack,
+        };
+        (outcome, disposition)
     }
 
     /// Handles a decoded `reg_success`, retrying transient failures.
@@ -246,6 +289,11 @@ impl Dispatcher {
                 reg_success::apply_update(doc, &update)
             })
             .await?;
+        if let (PushUpdate::Set(push), UpdateOutcome::Updated { .. } | UpdateOutcome::Unchanged) =
+            (&update, &outcome)
+        {
+            self.tokens.record(push, &account_db, &device_id).await;
+        }
         Ok(match (outcome, &update) {
             (UpdateOutcome::NotFound, _) => RegOutcome::DeviceNotFound,
             (UpdateOutcome::Unchanged, _) => RegOutcome::Unchanged,

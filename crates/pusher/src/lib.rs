@@ -14,9 +14,11 @@ pub mod consumer;
 pub mod ctl;
 pub mod handler;
 pub mod http;
+pub mod push;
 pub mod settings;
 pub mod state;
 pub mod telemetry;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -71,8 +73,26 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         }));
     }
 
-    let dispatcher =
-        handler::Dispatcher::new(couch, config, settings.retry_budget, shutdown.clone());
+    let tokens = Arc::new(tokens::TokenIndex::new(couch.clone()));
+    {
+        let tokens = tokens.clone();
+        tokio::spawn(async move { tokens.ensure_db().await });
+    }
+    let pusher = Arc::new(push::Pusher::new(
+        couch.clone(),
+        settings.zone.clone(),
+        settings.push.clone(),
+        tokens::TokenIndex::new(couch.clone()),
+        shutdown.clone(),
+    ));
+    let dispatcher = handler::Dispatcher::new(
+        couch,
+        config,
+        settings.retry_budget,
+        shutdown.clone(),
+        pusher,
+        tokens,
+    );
     let consumer_settings = consumer::ConsumerSettings {
         amqp_uri: settings.amqp_uri.clone(),
         connection_name: format!("pusher {}", settings.node),

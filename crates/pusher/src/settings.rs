@@ -54,6 +54,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// `PUSHER_LOG_FORMAT`: `text` or `json`.
     pub log_json: bool,
+    /// Push delivery: `PUSHER_EXTRA_CA_FILE`, `PUSHER_FCM_URL`, `PUSHER_PUSH_DEADLINE_MS`,
+    /// `PUSHER_PROVIDER_TIMEOUT_MS`, `PUSHER_MAX_IN_FLIGHT_PER_APP`.
+    pub push: crate::push::PushSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -69,6 +72,9 @@ impl std::fmt::Debug for Settings {
             .field("retry_budget", &self.retry_budget)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("log_json", &self.log_json)
+            .field("extra_ca", &self.push.extra_ca_pem.is_some())
+            .field("fcm_url", &self.push.fcm_base_url)
+            .field("push_deadline", &self.push.deadline)
             .finish()
     }
 }
@@ -116,7 +122,7 @@ impl Settings {
                 why: format!("{e} (expected host:port, e.g. 127.0.0.1:8099, or off)"),
             })?),
         };
-        let prefetch = parse_num(get("PUSHER_PREFETCH"), "PUSHER_PREFETCH", 100u16, 1, 10_000)?;
+        let prefetch = parse_num(get("PUSHER_PREFETCH"), "PUSHER_PREFETCH", 200u16, 1, 10_000)?;
         let ms = |name: &'static str, default: u64, min: u64, max: u64| {
             parse_num(get(name), name, default, min, max).map(Duration::from_millis)
         };
@@ -131,7 +137,52 @@ impl Settings {
                 });
             }
         };
+        let extra_ca_pem = match get("PUSHER_EXTRA_CA_FILE") {
+            None => None,
+            Some(path) => Some(std::fs::read(path).map_err(|e| Error::Invalid {
+                name: "PUSHER_EXTRA_CA_FILE",
+                value: path.to_string(),
+                why: format!("cannot read it: {e}"),
+            })?),
+        };
+        if let Some(pem) = &extra_ca_pem
+            && !String::from_utf8_lossy(pem).contains("-----BEGIN CERTIFICATE-----")
+        {
+            return Err(Error::Invalid {
+                name: "PUSHER_EXTRA_CA_FILE",
+                value: get("PUSHER_EXTRA_CA_FILE").unwrap_or_default().to_string(),
+                why: "no PEM CERTIFICATE in the file".into(),
+            });
+        }
+        let fcm_base_url = get("PUSHER_FCM_URL")
+            .unwrap_or(pusher_io::fcm::DEFAULT_BASE_URL)
+            .trim_end_matches('/')
+            .to_string();
+        if !(fcm_base_url.starts_with("https://") || fcm_base_url.starts_with("http://")) {
+            return Err(Error::Invalid {
+                name: "PUSHER_FCM_URL",
+                value: fcm_base_url,
+                why: "expected an http(s):// URL".into(),
+            });
+        }
+        let per_app_default = (usize::from(prefetch) * 3 / 4).max(1);
+        let per_app_in_flight = parse_num(
+            get("PUSHER_MAX_IN_FLIGHT_PER_APP"),
+            "PUSHER_MAX_IN_FLIGHT_PER_APP",
+            per_app_default,
+            1,
+            100_000,
+        )?;
+        let push = crate::push::PushSettings {
+            extra_ca_pem,
+            fcm_base_url,
+            request_timeout: ms("PUSHER_PROVIDER_TIMEOUT_MS", 10_000, 100, 60_000)?,
+            deadline: ms("PUSHER_PUSH_DEADLINE_MS", 20_000, 1_000, 60_000)?,
+            per_app_in_flight,
+            total_in_flight: usize::from(prefetch),
+        };
         Ok(Self {
+            push,
             amqp_uri,
             couch_url,
             zone,
@@ -186,7 +237,7 @@ mod tests {
         assert_eq!(s.zone, "local");
         assert!(s.node.starts_with("pusher@"));
         assert_eq!(s.http_addr, Some("127.0.0.1:8099".parse().expect("addr")));
-        assert_eq!(s.prefetch, 100);
+        assert_eq!(s.prefetch, 200);
         assert!(!s.log_json);
     }
 

@@ -17,7 +17,7 @@ Settings (environment):
   PUSHER_ZONE              config zone scope (default local)
   PUSHER_NODE              config node scope (default pusher@<hostname>)
   PUSHER_HTTP_ADDR         /health and /ready listen address, or off (default 127.0.0.1:8099)
-  PUSHER_PREFETCH          unacked deliveries / concurrent handlers (default 100)
+  PUSHER_PREFETCH          unacked deliveries / concurrent handlers (default 200)
   PUSHER_RETRY_BUDGET_MS   transient-failure retry time per message (default 45000)
   PUSHER_SHUTDOWN_GRACE_MS drain time after SIGTERM (default 4000)
   PUSHER_LOG_FORMAT        text or json (default text); RUST_LOG overrides the level

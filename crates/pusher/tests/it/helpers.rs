@@ -119,6 +119,8 @@ pub struct World {
     pub http_addr: Option<std::net::SocketAddr>,
     pub handle: Option<tokio::task::JoinHandle<()>>,
     pub publisher: Option<Publisher>,
+    /// Extra settings (e.g. `PUSHER_EXTRA_CA_FILE`, `PUSHER_FCM_URL`).
+    pub env: Vec<(String, String)>,
     _publisher_conn: Option<lapin::Connection>,
 }
 
@@ -150,6 +152,7 @@ impl World {
             http_addr: None,
             handle: None,
             publisher: None,
+            env: Vec::new(),
             _publisher_conn: None,
         }
     }
@@ -163,7 +166,9 @@ impl World {
             ("PUSHER_HTTP_ADDR", "127.0.0.1:0".to_string()),
             ("PUSHER_RETRY_BUDGET_MS", "20000".to_string()),
         ];
-        let map = vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let mut map: std::collections::HashMap<String, String> =
+            vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        map.extend(self.env.iter().cloned());
         Settings::from_map(&map).expect("settings")
     }
 

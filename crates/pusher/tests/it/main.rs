@@ -5,6 +5,7 @@ mod binary;
 mod config_reload;
 mod helpers;
 mod lifecycle;
+mod push;
 mod reg_success;
 mod schemas;
 mod topology;

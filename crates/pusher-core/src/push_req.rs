@@ -1,0 +1,450 @@
+//! `push_req` (Kamailio → `pushes`): the request to wake a device, read once at the
+//! boundary (spec §1.4, §3.3, §5.2, §5.3).
+//!
+//! [`PushReq::from_json`] checks the three token fields, normalises `Token-Type`
+//! ([`TokenType::parse`]: `google`/`android` → `firebase`, so the K5 crash of §5.3 step 4
+//! cannot happen), validates the token and app id (they end up in URL paths, config keys
+//! and logs), and adds `Payload.utc_unix_timestamp_ms` like Kazoo since 2019-09 (§5.2
+//! step 3). The provider mappings live in [`crate::apns`] and [`crate::fcm`].
+
+use serde_json::{Map, Value};
+
+/// Longest accepted `Token-ID`, in bytes.
+pub const MAX_TOKEN_ID_LEN: usize = 4096;
+
+/// Longest accepted `Token-App`, in bytes.
+pub const MAX_TOKEN_APP_LEN: usize = 255;
+
+/// Payload key Kazoo adds with the current Unix time in milliseconds, as a string.
+pub const TIMESTAMP_KEY: &str = "utc_unix_timestamp_ms";
+
+/// Why a message body is not a usable `push_req`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushReqError {
+    /// The body is not a JSON object.
+    #[error("push_req body is not a JSON object")]
+    NotAnObject,
+    /// A required field is absent, null or an empty string.
+    #[error("push_req has no {0}")]
+    Missing(&'static str),
+    /// A field has the wrong JSON type or an unusable value.
+    #[error("push_req field {0} is invalid")]
+    InvalidField(&'static str),
+    /// `Token-Type` names no provider this service knows (value bounded to 80 chars).
+    #[error("unknown Token-Type {0:?}")]
+    UnknownTokenType(String),
+    /// `Token-ID` is too long or has a character outside `[A-Za-z0-9_.:~-]`.
+    #[error("invalid Token-ID: {0}")]
+    InvalidToken(&'static str),
+}
+
+/// The push service a request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Provider {
+    /// Apple Push Notification service (HTTP/2 provider API).
+    Apple,
+    /// Firebase Cloud Messaging (HTTP v1).
+    Firebase,
+}
+
+impl Provider {
+    /// `"apple"` or `"firebase"`: the config section and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Apple => "apple",
+            Provider::Firebase => "firebase",
+        }
+    }
+}
+
+/// `Token-Type` after normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenType {
+    /// `apple`.
+    Apple,
+    /// `firebase`, and its Kazoo aliases `google` and `android`.
+    Firebase,
+    /// `firebase_v1` (K5): FCM HTTP v1 only.
+    FirebaseV1,
+}
+
+impl TokenType {
+    /// Parses a `Token-Type`, ignoring ASCII case.
+    pub fn parse(s: &str) -> Result<TokenType, PushReqError> {
+        match s.to_ascii_lowercase().as_str() {
+            "apple" => Ok(TokenType::Apple),
+            "firebase" | "google" | "android" => Ok(TokenType::Firebase),
+            "firebase_v1" => Ok(TokenType::FirebaseV1),
+            _ => Err(PushReqError::UnknownTokenType(s.chars().take(80).collect())),
+        }
+    }
+
+    /// The provider that delivers this token type.
+    pub fn provider(self) -> Provider {
+        match self {
+            TokenType::Apple => Provider::Apple,
+            TokenType::Firebase | TokenType::FirebaseV1 => Provider::Firebase,
+        }
+    }
+
+    /// Canonical name: `"apple"`, `"firebase"` or `"firebase_v1"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenType::Apple => "apple",
+            TokenType::Firebase => "firebase",
+            TokenType::FirebaseV1 => "firebase_v1",
+        }
+    }
+}
+
+/// A validated `push_req`: the fields the providers use.
+///
+/// Optional fields of the wrong JSON type are treated as absent, as in
+/// [`crate::reg_success::RegSuccess`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushReq {
+    /// `Token-ID`: the device token (≤ 4096 bytes, `[A-Za-z0-9_.:~-]`).
+    pub token_id: String,
+    /// `Token-Type`, normalised.
+    pub token_type: TokenType,
+    /// `Token-App`: the app id, i.e. the `system_config/pusher` scope (≤ 255 bytes, no
+    /// `/`, whitespace or control characters).
+    pub token_app: String,
+    /// `Call-ID`: the SIP Call-ID of the call being signalled.
+    pub call_id: Option<String>,
+    /// `Msg-ID`: Kamailio's lowercase UUID; becomes `apns-id`.
+    pub msg_id: Option<String>,
+    /// `Account-ID` (never sent by Kamailio; non-empty when present).
+    pub account_id: Option<String>,
+    /// `Endpoint-ID` (never sent by Kamailio; non-empty when present).
+    pub endpoint_id: Option<String>,
+    /// `Alert-Key`, e.g. `IC_SIL`.
+    pub alert_key: Option<String>,
+    /// `Alert-Params`: Kamailio sends an array of strings; kept as sent.
+    pub alert_params: Option<Value>,
+    /// `Sound`, e.g. `ring.caf`; kept as sent (APNs also accepts an object).
+    pub sound: Option<Value>,
+    /// `Payload`, with `utc_unix_timestamp_ms` added when absent.
+    pub payload: Map<String, Value>,
+}
+
+impl PushReq {
+    /// Reads a `push_req` body; `now_unix_ms` is the current Unix time in milliseconds,
+    /// stored as `Payload.utc_unix_timestamp_ms` (a string) unless the payload has one.
+    pub fn from_json(v: &Value, now_unix_ms: u64) -> Result<PushReq, PushReqError> {
+        let map = v.as_object().ok_or(PushReqError::NotAnObject)?;
+        let token_id = required(map, "Token-ID")?;
+        let token_type = TokenType::parse(required(map, "Token-Type")?)?;
+        let token_app = required(map, "Token-App")?;
+        check_token_id(token_id)?;
+        if !valid_token_app(token_app) {
+            return Err(PushReqError::InvalidField("Token-App"));
+        }
+        let mut payload = match map.get("Payload") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(p)) => p.clone(),
+            Some(_) => return Err(PushReqError::InvalidField("Payload")),
+        };
+        if !payload.contains_key(TIMESTAMP_KEY) {
+            payload.insert(
+                TIMESTAMP_KEY.to_string(),
+                Value::String(now_unix_ms.to_string()),
+            );
+        }
+        let string = |name: &str| map.get(name).and_then(Value::as_str).map(str::to_string);
+        let non_empty = |name: &str| string(name).filter(|s| !s.is_empty());
+        let present = |name: &str| map.get(name).filter(|v| !v.is_null()).cloned();
+        Ok(PushReq {
+            token_id: token_id.to_string(),
+            token_type,
+            token_app: token_app.to_string(),
+            call_id: string("Call-ID"),
+            msg_id: string("Msg-ID"),
+            account_id: non_empty("Account-ID"),
+            endpoint_id: non_empty("Endpoint-ID"),
+            alert_key: string("Alert-Key"),
+            alert_params: present("Alert-Params"),
+            sound: present("Sound"),
+            payload,
+        })
+    }
+
+    /// The provider this request goes to.
+    pub fn provider(&self) -> Provider {
+        self.token_type.provider()
+    }
+}
+
+/// A required non-empty string field.
+fn required<'a>(map: &'a Map<String, Value>, name: &'static str) -> Result<&'a str, PushReqError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Err(PushReqError::Missing(name)),
+        Some(Value::String(s)) if s.is_empty() => Err(PushReqError::Missing(name)),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(PushReqError::InvalidField(name)),
+    }
+}
+
+/// Checks a device token: 1–4096 bytes of `[A-Za-z0-9_.:~-]`. This covers hex APNs
+/// tokens and FCM tokens (`:`, `-`, `_`), and keeps the token safe to put in a URL path.
+pub fn check_token_id(token: &str) -> Result<(), PushReqError> {
+    if token.is_empty() {
+        return Err(PushReqError::Missing("Token-ID"));
+    }
+    if token.len() > MAX_TOKEN_ID_LEN {
+        return Err(PushReqError::InvalidToken("longer than 4096 bytes"));
+    }
+    if !token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'~' | b'-'))
+    {
+        return Err(PushReqError::InvalidToken(
+            "character outside [A-Za-z0-9_.:~-]",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether an app id is usable: 1–255 bytes, no `/`, whitespace or control characters.
+pub fn valid_token_app(app: &str) -> bool {
+    !app.is_empty()
+        && app.len() <= MAX_TOKEN_APP_LEN
+        && !app
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const FIXTURES: &str = include_str!("../../../../shared/fixtures/kamailio-captured.jsonl");
+
+    /// The captured Kamailio `push_req` body (third fixture line).
+    fn fixture_body() -> Value {
+        let line = FIXTURES.lines().nth(2).unwrap();
+        serde_json::from_str::<Value>(line).unwrap()["body"].clone()
+    }
+
+    fn minimal() -> Value {
+        json!({"Token-ID": "abc123", "Token-Type": "apple", "Token-App": "org.example.app"})
+    }
+
+    #[test]
+    fn reads_the_captured_push_req() {
+        let req = PushReq::from_json(&fixture_body(), 1_717_000_000_000).unwrap();
+        assert_eq!(req.token_id, "tok-1");
+        assert_eq!(req.token_type, TokenType::Apple);
+        assert_eq!(req.provider(), Provider::Apple);
+        assert_eq!(req.token_app, "org.myorg.myapp");
+        assert_eq!(req.call_id.as_deref(), Some("1-31568@127.0.0.1"));
+        assert_eq!(
+            req.msg_id.as_deref(),
+            Some("7def8ed9-ae44-416c-8c3f-58b8f73582a5")
+        );
+        assert_eq!(req.alert_key.as_deref(), Some("IC_SIL"));
+        assert_eq!(req.alert_params, Some(json!(["callerreply02"])));
+        assert_eq!(req.sound, Some(json!("ring.caf")));
+        assert_eq!(req.account_id, None);
+        assert_eq!(req.endpoint_id, None);
+        assert_eq!(
+            Value::Object(req.payload),
+            json!({"caller-id-number": "callerreply02", "utc_unix_timestamp_ms": "1717000000000"})
+        );
+    }
+
+    #[test]
+    fn token_types() {
+        for (s, t) in [
+            ("apple", TokenType::Apple),
+            ("APPLE", TokenType::Apple),
+            ("firebase", TokenType::Firebase),
+            ("google", TokenType::Firebase),
+            ("Android", TokenType::Firebase),
+            ("firebase_v1", TokenType::FirebaseV1),
+            ("FireBase_V1", TokenType::FirebaseV1),
+        ] {
+            assert_eq!(TokenType::parse(s), Ok(t), "{s}");
+        }
+        for bad in ["", "apns", "fcm", "webhook", "apple_dev", " apple"] {
+            assert_eq!(
+                TokenType::parse(bad),
+                Err(PushReqError::UnknownTokenType(bad.to_string()))
+            );
+        }
+        assert_eq!(TokenType::Apple.as_str(), "apple");
+        assert_eq!(TokenType::Firebase.as_str(), "firebase");
+        assert_eq!(TokenType::FirebaseV1.as_str(), "firebase_v1");
+        assert_eq!(TokenType::FirebaseV1.provider(), Provider::Firebase);
+        assert_eq!(TokenType::Firebase.provider().as_str(), "firebase");
+        assert_eq!(Provider::Apple.as_str(), "apple");
+        let PushReqError::UnknownTokenType(v) = TokenType::parse(&"x".repeat(500)).unwrap_err()
+        else {
+            panic!("wrong error")
+        };
+        assert_eq!(v.len(), 80);
+    }
+
+    #[test]
+    fn normalises_type_in_request() {
+        let mut v = minimal();
+        v["Token-Type"] = json!("google");
+        let req = PushReq::from_json(&v, 0).unwrap();
+        assert_eq!(req.token_type, TokenType::Firebase);
+        assert_eq!(req.token_type.as_str(), "firebase");
+    }
+
+    #[test]
+    fn required_fields() {
+        for name in ["Token-ID", "Token-Type", "Token-App"] {
+            let mut v = minimal();
+            v.as_object_mut().unwrap().remove(name);
+            assert_eq!(PushReq::from_json(&v, 0), Err(PushReqError::Missing(name)));
+            v[name] = json!("");
+            assert_eq!(PushReq::from_json(&v, 0), Err(PushReqError::Missing(name)));
+            v[name] = Value::Null;
+            assert_eq!(PushReq::from_json(&v, 0), Err(PushReqError::Missing(name)));
+            v[name] = json!(42);
+            assert_eq!(
+                PushReq::from_json(&v, 0),
+                Err(PushReqError::InvalidField(name))
+            );
+        }
+        assert_eq!(
+            PushReq::from_json(&json!([1]), 0),
+            Err(PushReqError::NotAnObject)
+        );
+        assert_eq!(
+            PushReq::from_json(&Value::Null, 0),
+            Err(PushReqError::NotAnObject)
+        );
+        let mut v = minimal();
+        v["Token-Type"] = json!("webhook");
+        assert_eq!(
+            PushReq::from_json(&v, 0),
+            Err(PushReqError::UnknownTokenType("webhook".into()))
+        );
+    }
+
+    #[test]
+    fn token_id_validation() {
+        for good in [
+            "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90",
+            "cXk2Zm9vYmFy.token",
+            "fcm-tok_1:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx~x.y",
+        ] {
+            let mut v = minimal();
+            v["Token-ID"] = json!(good);
+            assert_eq!(PushReq::from_json(&v, 0).unwrap().token_id, good);
+        }
+        // `../x`: dots are allowed, the slash is not.
+        for bad in [
+            "a/b", "a b", "tok%2F", "tok?x=1", "tok#", "é", "a\nb", "../x",
+        ] {
+            let mut v = minimal();
+            v["Token-ID"] = json!(bad);
+            assert_eq!(
+                PushReq::from_json(&v, 0),
+                Err(PushReqError::InvalidToken(
+                    "character outside [A-Za-z0-9_.:~-]"
+                )),
+                "{bad:?}"
+            );
+        }
+        let mut v = minimal();
+        v["Token-ID"] = json!("a".repeat(4096));
+        assert!(PushReq::from_json(&v, 0).is_ok());
+        v["Token-ID"] = json!("a".repeat(4097));
+        assert_eq!(
+            PushReq::from_json(&v, 0),
+            Err(PushReqError::InvalidToken("longer than 4096 bytes"))
+        );
+        assert_eq!(check_token_id(""), Err(PushReqError::Missing("Token-ID")));
+    }
+
+    #[test]
+    fn token_app_validation() {
+        for bad in ["a/b", "a b", "a\tb", "a\u{7}b", "org.app\u{a0}"] {
+            let mut v = minimal();
+            v["Token-App"] = json!(bad);
+            assert_eq!(
+                PushReq::from_json(&v, 0),
+                Err(PushReqError::InvalidField("Token-App")),
+                "{bad:?}"
+            );
+        }
+        let mut v = minimal();
+        v["Token-App"] = json!("a".repeat(255));
+        assert!(PushReq::from_json(&v, 0).is_ok());
+        v["Token-App"] = json!("a".repeat(256));
+        assert_eq!(
+            PushReq::from_json(&v, 0),
+            Err(PushReqError::InvalidField("Token-App"))
+        );
+        assert!(valid_token_app("com.example.android"));
+        assert!(valid_token_app("org.myorg.myapp.dev"));
+        assert!(!valid_token_app(""));
+    }
+
+    #[test]
+    fn payload_and_timestamp() {
+        // Absent and null payloads become an object with only the timestamp.
+        let req = PushReq::from_json(&minimal(), 42).unwrap();
+        assert_eq!(
+            Value::Object(req.payload),
+            json!({"utc_unix_timestamp_ms": "42"})
+        );
+        let mut v = minimal();
+        v["Payload"] = Value::Null;
+        assert_eq!(PushReq::from_json(&v, 7).unwrap().payload.len(), 1);
+        // An existing timestamp is kept, whatever its type.
+        v["Payload"] = json!({"utc_unix_timestamp_ms": 5, "x": {"y": 1}});
+        let req = PushReq::from_json(&v, 7).unwrap();
+        assert_eq!(
+            Value::Object(req.payload),
+            json!({"utc_unix_timestamp_ms": 5, "x": {"y": 1}})
+        );
+        for bad in [json!("{}"), json!([1]), json!(3)] {
+            v["Payload"] = bad;
+            assert_eq!(
+                PushReq::from_json(&v, 7),
+                Err(PushReqError::InvalidField("Payload"))
+            );
+        }
+    }
+
+    #[test]
+    fn optional_fields() {
+        let mut v = minimal();
+        v["Account-ID"] = json!("3c1e6a2f9b7d4e0a8c5b1d2e3f405162");
+        v["Endpoint-ID"] = json!("");
+        v["Call-ID"] = json!(5);
+        v["Msg-ID"] = json!("m");
+        v["Alert-Params"] = Value::Null;
+        v["Sound"] = json!({"critical": 1, "name": "ring.caf"});
+        let req = PushReq::from_json(&v, 0).unwrap();
+        assert_eq!(
+            req.account_id.as_deref(),
+            Some("3c1e6a2f9b7d4e0a8c5b1d2e3f405162")
+        );
+        assert_eq!(req.endpoint_id, None);
+        assert_eq!(req.call_id, None);
+        assert_eq!(req.msg_id.as_deref(), Some("m"));
+        assert_eq!(req.alert_params, None);
+        assert_eq!(req.alert_key, None);
+        assert_eq!(req.sound, Some(json!({"critical": 1, "name": "ring.caf"})));
+    }
+
+    #[test]
+    fn errors_display() {
+        assert_eq!(
+            PushReqError::Missing("Token-ID").to_string(),
+            "push_req has no Token-ID"
+        );
+        assert_eq!(
+            PushReqError::UnknownTokenType("x".into()).to_string(),
+            "unknown Token-Type \"x\""
+        );
+    }
+}

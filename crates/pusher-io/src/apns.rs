@@ -1,0 +1,388 @@
+//! APNs HTTP/2 client of our own on `reqwest` (rustls + ring).
+//!
+//! Why not `a2`: it cannot target an admin-set host (Kazoo's `add_apple_app AppId
+//! CertFile Host`) or a test CA, and it rejects PKCS#1 keys (spec/providers.md).
+//!
+//! - Certificate auth: the Kazoo PEM (certificate + unencrypted key, PKCS#1 or PKCS#8,
+//!   `Bag Attributes` noise tolerated) becomes the TLS client identity. A file with several
+//!   keys is refused: Kazoo used the first, reqwest would use the last.
+//! - Token auth: an ES256 JWT from the `.p8` key, one cached token per (team, key),
+//!   reused until it is `refresh` old (Apple: no more than every 20 min, no less than
+//!   every 60 min).
+//! - Extra roots are *added* to the system roots (`PUSHER_EXTRA_CA_FILE`); server TLS is
+//!   always verified.
+//! - One client = one HTTP/2 connection with keep-alive pings; requests multiplex on it.
+//!
+//! Building the request (headers, payload) is pure and lives in `pusher_core::apns`; this
+//! module only moves bytes and reports what came back.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pusher_core::apns::ApnsRequest;
+use reqwest::header::{HeaderName, HeaderValue};
+
+/// Errors of the APNs adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The certificate PEM cannot be used as a client identity.
+    #[error("APNs certificate unusable: {0}")]
+    Certificate(String),
+    /// The `.p8` key or team/key ids cannot be used.
+    #[error("APNs token key unusable: {0}")]
+    TokenKey(String),
+    /// The HTTP client could not be built.
+    #[error("cannot build the APNs client: {0}")]
+    Client(String),
+    /// Connection, TLS or timeout error (worth retrying).
+    #[error("APNs request failed: {0}")]
+    Transport(String),
+}
+
+/// `Result` of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What APNs answered.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// Body (JSON `{"reason": …}` on errors, empty on success).
+    pub body: Vec<u8>,
+    /// `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+    /// `apns-id` header echoed by APNs.
+    pub apns_id: Option<String>,
+}
+
+/// Checks that a Kazoo certificate PEM holds exactly one certificate chain start and one
+/// unencrypted private key, and returns it trimmed of anything reqwest cannot use.
+pub fn check_certificate_pem(pem: &str) -> Result<()> {
+    let mut certs = 0;
+    let mut keys = 0;
+    for line in pem.lines().map(str::trim) {
+        let Some(label) = line
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+        else {
+            continue;
+        };
+        match label {
+            "CERTIFICATE" => certs += 1,
+            "PRIVATE KEY" | "RSA PRIVATE KEY" | "EC PRIVATE KEY" => keys += 1,
+            "ENCRYPTED PRIVATE KEY" => {
+                return Err(Error::Certificate(
+                    "the private key is encrypted; export it with `openssl pkcs12 -nodes`".into(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    match (certs, keys) {
+        (0, _) => Err(Error::Certificate("no CERTIFICATE block in the PEM".into())),
+        (_, 0) => Err(Error::Certificate("no private key in the PEM".into())),
+        (_, 1) => Ok(()),
+        (_, n) => Err(Error::Certificate(format!(
+            "{n} private keys in the PEM; keep only the one that matches the certificate"
+        ))),
+    }
+}
+
+/// How a client authenticates to APNs.
+pub enum Auth {
+    /// TLS client certificate (Kazoo `apple.certificate`, `auth_type` `certdata`).
+    Certificate {
+        /// Certificate + key PEM (secret).
+        pem: String,
+    },
+    /// Provider token (`auth_type` `token`, `.p8` attachment).
+    Token(std::sync::Arc<TokenSigner>),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Certificate { .. } => f.write_str("Certificate(<redacted>)"),
+            Auth::Token(s) => write!(f, "Token(team {}, key {})", s.team_id, s.key_id),
+        }
+    }
+}
+
+/// Signs and caches the ES256 provider token of one (team, key).
+pub struct TokenSigner {
+    team_id: String,
+    key_id: String,
+    key: EncodingKey,
+    refresh: Duration,
+    cached: Mutex<Option<(String, SystemTime)>>,
+}
+
+impl std::fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSigner")
+            .field("team_id", &self.team_id)
+            .field("key_id", &self.key_id)
+            .field("refresh", &self.refresh)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shortest refresh Apple tolerates (more often → 429 TooManyProviderTokenUpdates).
+pub const MIN_TOKEN_REFRESH: Duration = Duration::from_secs(20 * 60);
+/// Longest token life Apple accepts (older → 403 ExpiredProviderToken).
+pub const MAX_TOKEN_REFRESH: Duration = Duration::from_secs(60 * 60);
+
+impl TokenSigner {
+    /// A signer for `team_id`/`key_id` with the `.p8` PEM; `refresh_minutes` is clamped to
+    /// Apple's 20–60 minute window.
+    pub fn new(team_id: &str, key_id: &str, p8_pem: &[u8], refresh_minutes: u64) -> Result<Self> {
+        let valid_id = |s: &str| s.len() == 10 && s.chars().all(|c| c.is_ascii_alphanumeric());
+        if !valid_id(team_id) {
+            return Err(Error::TokenKey(format!(
+                "team_id {team_id:?} is not a 10-character Apple team id"
+            )));
+        }
+        if !valid_id(key_id) {
+            return Err(Error::TokenKey(format!(
+                "key_id {key_id:?} is not a 10-character Apple key id"
+            )));
+        }
+        let key = EncodingKey::from_ec_pem(p8_pem).map_err(|e| {
+            Error::TokenKey(format!("private_key.p8 is not an EC P-256 PEM key: {e}"))
+        })?;
+        let refresh = Duration::from_secs(refresh_minutes.saturating_mul(60)).clamp(
+            MIN_TOKEN_REFRESH,
+            MAX_TOKEN_REFRESH - Duration::from_secs(60),
+        );
+        let signer = Self {
+            team_id: team_id.to_string(),
+            key_id: key_id.to_string(),
+            key,
+            refresh,
+            cached: Mutex::new(None),
+        };
+        // Sign once now so a bad key fails at configuration time, not at the first call.
+        signer.bearer_at(SystemTime::now())?;
+        Ok(signer)
+    }
+
+    /// Team id.
+    pub fn team_id(&self) -> &str {
+        &self.team_id
+    }
+
+    /// Key id.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The current token, regenerated when older than the refresh period.
+    pub fn bearer(&self) -> Result<String> {
+        self.bearer_at(SystemTime::now())
+    }
+
+    /// [`TokenSigner::bearer`] with an injected clock (for tests).
+    pub fn bearer_at(&self, now: SystemTime) -> Result<String> {
+        let mut cached = self
+            .cached
+            .lock()
+            .map_err(|_| Error::TokenKey("token cache poisoned".into()))?;
+        if let Some((jwt, issued)) = cached.as_ref()
+            && now.duration_since(*issued).unwrap_or_default() < self.refresh
+        {
+            return Ok(jwt.clone());
+        }
+        let iat = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.key_id.clone());
+        let claims = serde_json::json!({ "iss": self.team_id, "iat": iat });
+        let jwt = jsonwebtoken::encode(&header, &claims, &self.key)
+            .map_err(|e| Error::TokenKey(format!("cannot sign the provider token: {e}")))?;
+        *cached = Some((jwt.clone(), now));
+        Ok(jwt)
+    }
+
+    /// After `ExpiredProviderToken`: drop the cached token unless it is younger than
+    /// Apple's minimum refresh interval (so a storm of 403s cannot cause a token storm).
+    pub fn expire(&self, now: SystemTime) {
+        if let Ok(mut cached) = self.cached.lock()
+            && let Some((_, issued)) = cached.as_ref()
+            && now.duration_since(*issued).unwrap_or_default() >= MIN_TOKEN_REFRESH
+        {
+            *cached = None;
+        }
+    }
+}
+
+/// Settings of one APNs client.
+#[derive(Debug)]
+pub struct ClientConfig {
+    /// `https://host:port`.
+    pub base_url: String,
+    /// Certificate or token.
+    pub auth: Auth,
+    /// PEM roots added to the system roots.
+    pub extra_roots_pem: Option<Vec<u8>>,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+}
+
+/// A client for one (app, credential, host): one multiplexed HTTP/2 connection.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: String,
+    signer: Option<std::sync::Arc<TokenSigner>>,
+}
+
+impl Client {
+    /// Builds the client (no I/O: the connection opens with the first request).
+    pub fn new(cfg: ClientConfig) -> Result<Self> {
+        crate::ensure_crypto_provider();
+        let mut b = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .https_only(true)
+            .timeout(cfg.request_timeout)
+            .connect_timeout(Duration::from_secs(5))
+            // APNs wants long-lived connections; pings detect dead ones early.
+            .http2_keep_alive_interval(Duration::from_secs(60))
+            .http2_keep_alive_timeout(Duration::from_secs(10))
+            .http2_keep_alive_while_idle(true)
+            .pool_idle_timeout(None);
+        if let Some(pem) = &cfg.extra_roots_pem {
+            let roots = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Error::Client(format!("extra CA file is not PEM: {e}")))?;
+            b = b.tls_certs_merge(roots);
+        }
+        let mut signer = None;
+        match cfg.auth {
+            Auth::Certificate { pem } => {
+                check_certificate_pem(&pem)?;
+                let identity = reqwest::Identity::from_pem(pem.as_bytes())
+                    .map_err(|e| Error::Certificate(format!("{e}")))?;
+                b = b.identity(identity);
+            }
+            Auth::Token(s) => signer = Some(s),
+        }
+        let http = b.build().map_err(|e| Error::Client(e.to_string()))?;
+        Ok(Self {
+            http,
+            base_url: cfg.base_url.trim_end_matches('/').to_string(),
+            signer,
+        })
+    }
+
+    /// The token signer, for token-auth clients.
+    pub fn signer(&self) -> Option<&std::sync::Arc<TokenSigner>> {
+        self.signer.as_ref()
+    }
+
+    /// Sends one push; HTTP errors are a [`Response`], only transport failures are `Err`.
+    pub async fn send(&self, req: &ApnsRequest) -> Result<Response> {
+        let mut rb = self
+            .http
+            .post(format!("{}{}", self.base_url, req.path))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(req.body.clone());
+        for (name, value) in &req.headers {
+            let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) else {
+                return Err(Error::Transport(format!("invalid header {name}")));
+            };
+            rb = rb.header(n, v);
+        }
+        if let Some(signer) = &self.signer {
+            rb = rb.header(
+                reqwest::header::AUTHORIZATION,
+                format!("bearer {}", signer.bearer()?),
+            );
+        }
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| Error::Transport(describe(&e)))?;
+        let status = resp.status().as_u16();
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let retry_after = header("retry-after");
+        let apns_id = header("apns-id");
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| Error::Transport(describe(&e)))?
+            .to_vec();
+        Ok(Response {
+            status,
+            body,
+            retry_after,
+            apns_id,
+        })
+    }
+}
+
+/// A transport error as one line, with its causes, without the URL (which holds the
+/// device token).
+pub(crate) fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "request"
+    };
+    let mut s = kind.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    const KEY1: &str = "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n";
+    const KEY8: &str = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn pem_shape_checks() {
+        assert!(check_certificate_pem(&format!("{CERT}{KEY1}")).is_ok());
+        assert!(check_certificate_pem(&format!("Bag Attributes\n  x: y\n{KEY8}{CERT}")).is_ok());
+        let no_key = check_certificate_pem(CERT).expect_err("no key");
+        assert!(no_key.to_string().contains("no private key"));
+        assert!(check_certificate_pem(KEY8).is_err());
+        let two = check_certificate_pem(&format!("{CERT}{KEY1}{KEY8}")).expect_err("two keys");
+        assert!(two.to_string().contains("2 private keys"));
+        let enc = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nx\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        assert!(check_certificate_pem(&format!("{CERT}{enc}")).is_err());
+    }
+
+    #[test]
+    fn auth_debug_hides_the_pem() {
+        let a = Auth::Certificate {
+            pem: format!("{CERT}{KEY1}"),
+        };
+        assert!(!format!("{a:?}").contains("MIIE"));
+    }
+
+    #[test]
+    fn token_ids_are_checked() {
+        assert!(TokenSigner::new("short", "ABCDE12345", b"x", 55).is_err());
+        assert!(TokenSigner::new("ABCDE12345", "ABCDE12345", b"not a key", 55).is_err());
+    }
+}

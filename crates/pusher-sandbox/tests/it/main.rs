@@ -1,0 +1,9 @@
+//! Integration tests of the mock providers: real TLS + HTTP/2 clients (reqwest) against
+//! [`pusher_sandbox::apns_mock`] and [`pusher_sandbox::fcm_mock`], a PKI generated once per
+//! test binary, and a smoke test of the `pusher-mock` binary.
+
+mod apns;
+mod common;
+mod fcm;
+mod mock_bin;
+mod pki;

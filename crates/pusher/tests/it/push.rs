@@ -1,0 +1,424 @@
+//! `push_req` → mock APNs (HTTP/2 + TLS + client-certificate check) and mock FCM v1 +
+//! OAuth, through the real service, RabbitMQ and pouchdb-server.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use pusher_sandbox::apns_mock::{ApnsAuth, ApnsMockConfig, MockApns, Reply};
+use pusher_sandbox::fcm_mock::{FcmMockConfig, MockFcm};
+use pusher_sandbox::pki::{ClientVariant, TestPki};
+use serde_json::{Value, json};
+
+use crate::helpers::{World, fixture_bodies, rand_hex, set_config};
+
+fn pki() -> &'static TestPki {
+    static PKI: OnceLock<TestPki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pusher-it-pki");
+        TestPki::load_or_generate(&dir).expect("test PKI")
+    })
+}
+
+async fn apns_mock(latency: Duration) -> MockApns {
+    let mut cfg = ApnsMockConfig::from_pki(pki());
+    cfg.latency = latency;
+    MockApns::start(cfg).await.expect("mock APNs")
+}
+
+/// A world whose service trusts the mock CA and sends FCM to `fcm_url`.
+async fn world(fcm_url: Option<String>) -> World {
+    let mut w = World::new().await;
+    w.env.push((
+        "PUSHER_EXTRA_CA_FILE".into(),
+        pki()
+            .path(pusher_sandbox::pki::files::CA)
+            .display()
+            .to_string(),
+    ));
+    if let Some(url) = fcm_url {
+        w.env.push(("PUSHER_FCM_URL".into(), url));
+    }
+    w
+}
+
+fn app_id(tag: &str) -> String {
+    format!("org.it{}.{tag}", rand_hex(6))
+}
+
+/// Kamailio's push_req (the captured one) for `app`/`token`.
+fn push_req(app: &str, token_type: &str, token: &str) -> Value {
+    let mut body = fixture_bodies("push_req")[0].clone();
+    body["Token-App"] = json!(app);
+    body["Token-Type"] = json!(token_type);
+    body["Token-ID"] = json!(token);
+    body["Msg-ID"] = json!(uuid::Uuid::new_v4().to_string());
+    body
+}
+
+async fn publish_push(w: &World, body: &Value) {
+    let key = format!(
+        "notification.push.{}.{}",
+        body["Token-Type"].as_str().unwrap_or("x"),
+        body["Token-ID"].as_str().unwrap_or("x")
+    );
+    w.publish("pushes", &key, body.to_string().as_bytes()).await;
+}
+
+async fn set_apple_cert(
+    w: &World,
+    app: &str,
+    variant: ClientVariant,
+    mock: &MockApns,
+    extra: Value,
+) {
+    let mut apple = json!({
+        "certificate": pki().client(variant).pem,
+        "host": mock.base_url(),
+    });
+    if let (Some(a), Some(e)) = (apple.as_object_mut(), extra.as_object()) {
+        a.extend(e.clone());
+    }
+    set_config(&w.couch, &[app, "apple"], apple).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_auth_with_each_pem_variant_and_kazoo_mapping() {
+    let mock = apns_mock(Duration::ZERO).await;
+    let mut w = world(None).await;
+    let variants = [
+        ClientVariant::Pkcs8,
+        ClientVariant::Pkcs1,
+        ClientVariant::BagAttributes,
+    ];
+    let apps: Vec<String> = variants.iter().map(|v| app_id(v.key())).collect();
+    for (app, v) in apps.iter().zip(variants) {
+        set_apple_cert(&w, app, v, &mock, json!({})).await;
+    }
+    w.start().await;
+    for app in &apps {
+        publish_push(&w, &push_req(app, "apple", "0a1b2c3d4e5f")).await;
+    }
+    let got = mock.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 3, "{got:?}");
+    for (app, v) in apps.iter().zip(variants) {
+        let r = got
+            .iter()
+            .find(|r| r.header("apns-topic") == Some(app.as_str()))
+            .unwrap_or_else(|| panic!("push for {app}: {got:?}"));
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.auth,
+            ApnsAuth::ClientCert {
+                subject_cn: v.subject_cn()
+            }
+        );
+        assert_eq!(r.token, "0a1b2c3d4e5f");
+        // Kazoo's classic mapping: aps.alert.loc-key/loc-args, sound, call-id, Payload at the root.
+        assert_eq!(r.body["aps"]["alert"]["loc-key"], "IC_SIL");
+        assert_eq!(r.body["aps"]["alert"]["loc-args"], json!(["callerreply02"]));
+        assert_eq!(r.body["aps"]["sound"], "ring.caf");
+        assert_eq!(r.body["aps"]["call-id"], "1-31568@127.0.0.1");
+        assert_eq!(r.body["caller-id-number"], "callerreply02");
+        assert!(
+            r.body["utc_unix_timestamp_ms"]
+                .as_str()
+                .is_some_and(|s| s.parse::<u64>().is_ok())
+        );
+        // Not a .voip topic: no push type invented.
+        assert_eq!(r.header("apns-push-type"), None);
+        assert!(r.header("apns-id").is_some_and(|id| id.len() == 36));
+    }
+    assert_eq!(
+        mock.connections_accepted(),
+        3,
+        "one connection per app client"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voip_topic_defaults_and_configured_headers() {
+    let mock = apns_mock(Duration::ZERO).await;
+    let mut w = world(None).await;
+    let voip = app_id("voip");
+    let custom = app_id("custom");
+    set_apple_cert(
+        &w,
+        &voip,
+        ClientVariant::Pkcs8,
+        &mock,
+        json!({"apns_topic": format!("{voip}.voip")}),
+    )
+    .await;
+    set_apple_cert(&w, &custom, ClientVariant::Pkcs8, &mock, json!({
+        "apns_topic": format!("{custom}.voip"),
+        "headers": {"apns_push_type": "voip", "apns_priority": 5, "apns_collapse_id": "call-1", "x-evil": "1"}
+    })).await;
+    w.start().await;
+    publish_push(&w, &push_req(&voip, "apple", "aa11")).await;
+    publish_push(&w, &push_req(&custom, "apple", "bb22")).await;
+    let got = mock.wait_for(2, Duration::from_secs(10)).await;
+    let v = got.iter().find(|r| r.token == "aa11").expect("voip push");
+    assert_eq!(
+        v.header("apns-topic"),
+        Some(format!("{voip}.voip").as_str())
+    );
+    assert_eq!(v.header("apns-push-type"), Some("voip"));
+    assert_eq!(v.header("apns-priority"), Some("10"));
+    assert_eq!(v.header("apns-expiration"), Some("0"));
+    let c = got.iter().find(|r| r.token == "bb22").expect("custom push");
+    assert_eq!(c.header("apns-priority"), Some("5"));
+    assert_eq!(c.header("apns-collapse-id"), Some("call-1"));
+    assert_eq!(
+        c.header("x-evil"),
+        None,
+        "only known apns-* headers are sent"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_auth_jwt_is_verified_by_the_mock() {
+    let mock = apns_mock(Duration::ZERO).await;
+    let mut w = world(None).await;
+    // The .p8 is one attachment for all apps (Kazoo 5's add_apple_pem_file).
+    w.couch.create_db("system_config").await.expect("db");
+    let rev = w
+        .couch
+        .get_doc("system_config", "pusher")
+        .await
+        .expect("get")
+        .and_then(|d| d["_rev"].as_str().map(str::to_string));
+    let put = w
+        .couch
+        .put_attachment(
+            "system_config",
+            "pusher",
+            rev.as_deref(),
+            "private_key.p8",
+            "application/x-pem-file",
+            pki().p8_pem.clone().into_bytes(),
+        )
+        .await;
+    if put.is_err() {
+        // Lost a race with another test writing the doc: one retry with the fresh rev.
+        let rev = w
+            .couch
+            .get_doc("system_config", "pusher")
+            .await
+            .expect("get")
+            .and_then(|d| d["_rev"].as_str().map(str::to_string));
+        w.couch
+            .put_attachment(
+                "system_config",
+                "pusher",
+                rev.as_deref(),
+                "private_key.p8",
+                "application/x-pem-file",
+                pki().p8_pem.clone().into_bytes(),
+            )
+            .await
+            .expect("attachment");
+    }
+    let app = app_id("token");
+    set_config(&w.couch, &[&app, "apple"], json!({
+        "auth_type": "token", "team_id": pki().team_id, "key_id": pki().key_id, "host": mock.base_url()
+    })).await;
+    w.start().await;
+    for i in 0..3 {
+        publish_push(&w, &push_req(&app, "apple", &format!("cc{i}"))).await;
+    }
+    let got = mock.wait_for(3, Duration::from_secs(10)).await;
+    for r in &got {
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(
+            r.auth,
+            ApnsAuth::Token {
+                team_id: pki().team_id.clone(),
+                key_id: pki().key_id.clone()
+            }
+        );
+    }
+    let jwts: std::collections::HashSet<_> = got
+        .iter()
+        .filter_map(|r| r.header("authorization").map(str::to_string))
+        .collect();
+    assert_eq!(jwts.len(), 1, "one cached provider token reused");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_on_503_then_success_and_disabled_app_sends_nothing() {
+    let mock = apns_mock(Duration::ZERO).await;
+    let mut w = world(None).await;
+    let app = app_id("retry");
+    let off = app_id("off");
+    set_apple_cert(&w, &app, ClientVariant::Pkcs8, &mock, json!({})).await;
+    set_apple_cert(
+        &w,
+        &off,
+        ClientVariant::Pkcs8,
+        &mock,
+        json!({"enabled": false}),
+    )
+    .await;
+    mock.script(
+        "dd01",
+        vec![
+            Reply::service_unavailable(),
+            Reply::service_unavailable(),
+            Reply::Ok,
+        ],
+    );
+    w.start().await;
+    publish_push(&w, &push_req(&off, "apple", "ee01")).await;
+    publish_push(&w, &push_req(&app, "apple", "dd01")).await;
+    let got = mock.wait_for(3, Duration::from_secs(10)).await;
+    let statuses: Vec<u16> = got
+        .iter()
+        .filter(|r| r.token == "dd01")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, vec![503, 503, 200]);
+    w.wait_queue_drained().await;
+    assert!(
+        mock.received().iter().all(|r| r.token != "ee01"),
+        "disabled app: nothing sent"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_token_clean_up_on_and_off() {
+    let mock = apns_mock(Duration::ZERO).await;
+    let mut w = world(None).await;
+    let keep = app_id("keep");
+    let clean = app_id("clean");
+    set_apple_cert(&w, &keep, ClientVariant::Pkcs8, &mock, json!({})).await;
+    set_apple_cert(&w, &clean, ClientVariant::Pkcs8, &mock, json!({})).await;
+    set_config(&w.couch, &[&clean, "remove_invalid_tokens"], json!(true)).await;
+    w.set_rule("Harness", "^Linphone-Harness").await;
+    w.put_device("keepdev", json!({})).await;
+    w.put_device("cleandev", json!({})).await;
+    w.start().await;
+    // Register both devices (reg_success writes push + the token index).
+    for (dev, app, tok) in [("keepdev", &keep, "dead01"), ("cleandev", &clean, "dead02")] {
+        let mut reg = w.reg_success(0, dev);
+        reg["Contact"] = json!(format!(
+            "<sip:2001@127.0.0.1:5074;app-id={app};pn-tok={tok};pn-type=apple>"
+        ));
+        w.publish_reg(&reg).await;
+        w.wait_device(dev, 10, |d| d["push"]["Token-ID"] == tok)
+            .await;
+    }
+    w.wait_queue_drained().await;
+    // "dead…" tokens get 410 Unregistered from the mock.
+    publish_push(&w, &push_req(&keep, "apple", "dead01")).await;
+    publish_push(&w, &push_req(&clean, "apple", "dead02")).await;
+    mock.wait_for(2, Duration::from_secs(10)).await;
+    w.wait_device("cleandev", 10, |d| d.get("push").is_none())
+        .await;
+    w.wait_queue_drained().await;
+    assert_eq!(
+        w.device("keepdev").await["push"]["Token-ID"],
+        "dead01",
+        "clean-up off: kept"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fcm_v1_one_oauth_request_string_data_and_401_refresh() {
+    let fcm = MockFcm::start(FcmMockConfig {
+        token_latency: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await
+    .expect("mock FCM");
+    let sa = pki().service_account_json(&fcm.token_uri());
+    fcm.add_service_account(&sa).expect("register account");
+    let mut w = world(Some(fcm.base_url())).await;
+    let app = app_id("android");
+    set_config(
+        &w.couch,
+        &[&app, "firebase_v1"],
+        json!({"service_account": sa}),
+    )
+    .await;
+    w.start().await;
+    let mut body = push_req(&app, "firebase", "fcmtok0");
+    body["Payload"]["nested"] = json!({"a": 1});
+    body["Payload"]["n"] = json!(7);
+    for i in 0..20 {
+        body["Token-ID"] = json!(format!("fcmtok{i}"));
+        publish_push(&w, &body).await;
+    }
+    let got = fcm.wait_for(20, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 20);
+    assert_eq!(
+        fcm.token_requests(),
+        1,
+        "single-flight: one OAuth request for 20 cold pushes"
+    );
+    for r in &got {
+        assert_eq!(r.status, 200, "{r:?}");
+        let data = r.message["data"].as_object().expect("data");
+        assert!(
+            data.values().all(Value::is_string),
+            "all data values are strings: {data:?}"
+        );
+        assert_eq!(data["nested"], r#"{"a":1}"#);
+        assert_eq!(data["n"], "7");
+        assert_eq!(data["Push-Type"], "incoming_call");
+        assert_eq!(r.message["android"]["priority"], "high");
+    }
+    // Revoked tokens: 401 → forced refresh → the same push succeeds.
+    fcm.revoke_all_tokens();
+    body["Token-ID"] = json!("fcmafter");
+    publish_push(&w, &body).await;
+    let started = Instant::now();
+    loop {
+        let ok = fcm
+            .received()
+            .iter()
+            .any(|r| r.token == "fcmafter" && r.status == 200);
+        if ok {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no successful retry after 401"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fcm.token_requests(), 2);
+    w.stop().await;
+}
+
+/// Throughput sanity (not a timed assertion): 1,000 pushes to one app through the mock
+/// with 20 ms added latency all arrive; the time is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_pushes_with_20ms_latency_all_arrive() {
+    let mock = apns_mock(Duration::from_millis(20)).await;
+    let mut w = world(None).await;
+    let app = app_id("bulk");
+    set_apple_cert(&w, &app, ClientVariant::Pkcs8, &mock, json!({})).await;
+    w.start().await;
+    let started = Instant::now();
+    let mut body = push_req(&app, "apple", "x");
+    // Publish paced under the queue's 100-message cap (Kazoo's x-max-length).
+    for i in 0..1000 {
+        body["Token-ID"] = json!(format!("f{i:04}"));
+        publish_push(&w, &body).await;
+    }
+    let got = mock.wait_for(1000, Duration::from_secs(60)).await;
+    let elapsed = started.elapsed();
+    let tokens: std::collections::HashSet<_> = got.iter().map(|r| r.token.clone()).collect();
+    assert_eq!(tokens.len(), 1000, "every push arrived once");
+    eprintln!(
+        "1000 pushes with 20 ms provider latency: {elapsed:?} ({:.0}/s), {} connection(s)",
+        1000.0 / elapsed.as_secs_f64(),
+        mock.connections_accepted()
+    );
+    w.stop().await;
+}
