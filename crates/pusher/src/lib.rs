@@ -82,7 +82,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         couch.clone(),
         settings.zone.clone(),
         settings.push.clone(),
-        tokens::TokenIndex::new(couch.clone()),
+        tokens.clone(),
         shutdown.clone(),
     ));
     let dispatcher = handler::Dispatcher::new(

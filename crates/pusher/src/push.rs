@@ -91,7 +91,7 @@ pub struct Pusher {
     couch: CouchClient,
     zone: String,
     settings: PushSettings,
-    tokens: TokenIndex,
+    tokens: Arc<TokenIndex>,
     cancel: CancellationToken,
     apns_clients: Mutex<HashMap<String, (String, Arc<apns::Client>)>>,
     fcm_clients: tokio::sync::Mutex<HashMap<String, (String, Arc<fcm::Client>)>>,
@@ -142,7 +142,7 @@ impl Pusher {
         couch: CouchClient,
         zone: String,
         settings: PushSettings,
-        tokens: TokenIndex,
+        tokens: Arc<TokenIndex>,
         cancel: CancellationToken,
     ) -> Self {
         let total = Arc::new(Semaphore::new(settings.total_in_flight.max(1)));
