@@ -3,7 +3,10 @@
 
 mod binary;
 mod config_reload;
+mod ctl;
 mod helpers;
+mod hostile;
+mod kamailio;
 mod lifecycle;
 mod push;
 mod reg_success;
