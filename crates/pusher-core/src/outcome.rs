@@ -373,6 +373,29 @@ pub fn fits_deadline(now_elapsed: Duration, delay: Duration, deadline: Duration)
     now_elapsed.saturating_add(delay) < deadline
 }
 
+/// Whether a provider reason means the credentials were refused (APNs 403 reasons,
+/// FCM auth codes): the operator must fix the app's certificate, key or service account.
+pub fn is_auth_reason(reason: &str) -> bool {
+    matches!(
+        reason,
+        "BadCertificate"
+            | "BadCertificateEnvironment"
+            | "ExpiredProviderToken"
+            | "Forbidden"
+            | "InvalidProviderToken"
+            | "MissingProviderToken"
+            | "UnrelatedKeyIdInToken"
+            | "BadEnvironmentKeyInToken"
+            | "TopicDisallowed"
+            | "SENDER_ID_MISMATCH"
+            | "THIRD_PARTY_AUTH_ERROR"
+            | "PERMISSION_DENIED"
+            | "UNAUTHENTICATED"
+            | "HTTP 401"
+            | "HTTP 403"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -846,5 +869,14 @@ mod tests {
         assert!(!fits_deadline(s(4), s(2), s(5)));
         assert!(fits_deadline(Duration::ZERO, Duration::ZERO, s(1)));
         assert!(!fits_deadline(Duration::MAX, s(1), s(5)));
+    }
+    #[test]
+    fn auth_reasons_are_recognised() {
+        for r in ["InvalidProviderToken", "BadCertificate", "SENDER_ID_MISMATCH", "HTTP 403"] {
+            assert!(is_auth_reason(r), "{r}");
+        }
+        for r in ["BadTopic", "Unregistered", "UNAVAILABLE", "HTTP 500", ""] {
+            assert!(!is_auth_reason(r), "{r}");
+        }
     }
 }

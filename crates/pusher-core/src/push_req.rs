@@ -214,6 +214,57 @@ pub fn valid_token_app(app: &str) -> bool {
             .any(|c| c == '/' || c.is_whitespace() || c.is_control())
 }
 
+/// Field a requester adds to a `push_req` to get the verdict back (`pusherctl … push`):
+/// the name of its own reply queue. Kamailio never sends it, so Kamailio's queues never
+/// receive unsolicited replies; Kamailio's own `Server-ID` is deliberately not used.
+pub const REPLY_TO_FIELD: &str = "Pusher-Reply-To";
+
+/// The reply queue a request asked for, when it is a usable AMQP queue name
+/// (1–255 bytes, no control characters).
+pub fn reply_to(body: &Value) -> Option<&str> {
+    body.get(REPLY_TO_FIELD)
+        .and_then(Value::as_str)
+        .filter(|q| !q.is_empty() && q.len() <= 255 && !q.chars().any(char::is_control))
+}
+
+/// What became of one push, as reported to a requester that asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushVerdict<'a> {
+    /// `delivered`, `dead_token`, `auth_error`, `rejected`, `no_credentials`, `disabled`,
+    /// `timeout` or `failed`.
+    pub status: &'a str,
+    /// Provider reason or local cause; may be empty.
+    pub reason: &'a str,
+    /// `apns`, `fcm`, or empty when no provider was involved.
+    pub provider: &'a str,
+    /// Time from delivery to verdict.
+    pub elapsed_ms: u64,
+}
+
+/// The `push_resp` body answering `request` (same `Msg-ID` and `Call-ID`).
+pub fn push_resp(request: &Value, verdict: &PushVerdict<'_>, node: &str, version: &str) -> Value {
+    let echo = |name: &str| {
+        request
+            .get(name)
+            .and_then(Value::as_str)
+            .map_or(Value::Null, |s| Value::String(s.to_string()))
+    };
+    serde_json::json!({
+        "Event-Category": "notification",
+        "Event-Name": "push_resp",
+        "Msg-ID": echo("Msg-ID"),
+        "Call-ID": echo("Call-ID"),
+        "Token-App": echo("Token-App"),
+        "Status": verdict.status,
+        "Reason": verdict.reason,
+        "Provider": verdict.provider,
+        "Elapsed-Ms": verdict.elapsed_ms,
+        "Node": node,
+        "App-Name": "pusherd",
+        "App-Version": version,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,5 +497,31 @@ mod tests {
             PushReqError::UnknownTokenType("x".into()).to_string(),
             "unknown Token-Type \"x\""
         );
+    }
+    #[test]
+    fn reply_to_is_opt_in_and_validated() {
+        assert_eq!(reply_to(&fixture_body()), None, "Kamailio never asks for a reply");
+        assert_eq!(reply_to(&json!({"Pusher-Reply-To": "amq.gen-x"})), Some("amq.gen-x"));
+        for bad in [json!(""), json!(7), json!("a\nb"), json!("q".repeat(256))] {
+            assert_eq!(reply_to(&json!({ "Pusher-Reply-To": bad })), None);
+        }
+    }
+
+    #[test]
+    fn push_resp_echoes_the_request_ids() {
+        let verdict = PushVerdict {
+            status: "delivered",
+            reason: "",
+            provider: "apns",
+            elapsed_ms: 12,
+        };
+        let r = push_resp(&fixture_body(), &verdict, "pusher@n1", "0.1.0");
+        assert_eq!(r["Event-Name"], "push_resp");
+        assert_eq!(r["Msg-ID"], "7def8ed9-ae44-416c-8c3f-58b8f73582a5");
+        assert_eq!(r["Call-ID"], "1-31568@127.0.0.1");
+        assert_eq!(r["Token-App"], "org.myorg.myapp");
+        assert_eq!(r["Status"], "delivered");
+        assert_eq!(r["Elapsed-Ms"], 12);
+        assert_eq!(push_resp(&json!({}), &verdict, "n", "v")["Msg-ID"], Value::Null);
     }
 }

@@ -13,13 +13,17 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicNackOptions, BasicPublishOptions,
+};
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel};
 use pusher_io::amqp;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::handler::{Dispatcher, Disposition, Incoming};
+use crate::handler::{Dispatcher, Disposition, Incoming, Reply};
 use crate::state::State;
 
 /// What the supervisor needs.
@@ -111,8 +115,9 @@ async fn session(
                         break Ok(());
                     };
                     let dispatcher = dispatcher.clone();
+                    let channel = channel.clone();
                     tracker.spawn(async move {
-                        handle_delivery(delivery, &dispatcher).await;
+                        handle_delivery(delivery, &dispatcher, &channel).await;
                         drop(permit);
                     });
                 }
@@ -152,7 +157,7 @@ async fn session(
     result
 }
 
-async fn handle_delivery(delivery: Delivery, dispatcher: &Dispatcher) {
+async fn handle_delivery(delivery: Delivery, dispatcher: &Dispatcher, channel: &Channel) {
     let Delivery {
         routing_key,
         properties,
@@ -169,7 +174,11 @@ async fn handle_delivery(delivery: Delivery, dispatcher: &Dispatcher) {
         routing_key: routing_key.to_string(),
         data,
     };
-    let settled = match dispatcher.process(&msg).await {
+    let handled = dispatcher.process(&msg).await;
+    if let Some(reply) = &handled.reply {
+        publish_reply(channel, reply).await;
+    }
+    let settled = match handled.disposition {
         Disposition::Ack => acker.ack(BasicAckOptions::default()).await,
         Disposition::Requeue => {
             acker
@@ -183,5 +192,26 @@ async fn handle_delivery(delivery: Delivery, dispatcher: &Dispatcher) {
     if let Err(e) = settled {
         tracing::warn!(error.message = %e, messaging.routing_key = %msg.routing_key,
             "could not settle delivery (channel gone?); the broker will redeliver it");
+    }
+}
+
+/// Publishes a requested `push_resp` on the default exchange. Best effort: the verdict is
+/// already logged, and a requester that went away must not hold up the ack.
+async fn publish_reply(channel: &Channel, reply: &Reply) {
+    let props = BasicProperties::default()
+        .with_content_type(ShortString::from("application/json"))
+        .with_delivery_mode(1);
+    let published = channel
+        .basic_publish(
+            "".into(),
+            reply.routing_key.as_str().into(),
+            BasicPublishOptions::default(),
+            &reply.body,
+            props,
+        )
+        .await;
+    if let Err(e) = published {
+        tracing::warn!(error.message = %e, reply_to = %reply.routing_key,
+            "could not publish the requested push_resp");
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pusher_core::envelope::{self, Event};
+use pusher_core::push_req::{self, Provider, PushVerdict, TokenType};
 use pusher_core::reg_success::{self, PushUpdate, RegDecision, RegSuccess};
 use pusher_io::amqp::{self, DecodeError};
 use pusher_io::couch::{self, CouchClient, UpdateOutcome};
@@ -35,6 +36,34 @@ pub enum Disposition {
     Ack,
     /// Reject with requeue: not handled, let the broker redeliver it.
     Requeue,
+}
+
+/// A message to publish on the default exchange before the delivery is settled: the
+/// `push_resp` a requester asked for with `Pusher-Reply-To`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The requester's queue.
+    pub routing_key: String,
+    /// JSON body.
+    pub body: Vec<u8>,
+}
+
+/// The result of handling one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handled {
+    /// How to settle the delivery.
+    pub disposition: Disposition,
+    /// What to publish first, if anything.
+    pub reply: Option<Reply>,
+}
+
+impl From<Disposition> for Handled {
+    fn from(disposition: Disposition) -> Self {
+        Handled {
+            disposition,
+            reply: None,
+        }
+    }
 }
 
 /// A delivery as the handler needs it (decoupled from lapin for tests).
@@ -114,6 +143,7 @@ pub struct Dispatcher {
     cancel: CancellationToken,
     pusher: Arc<Pusher>,
     tokens: Arc<TokenIndex>,
+    node: Arc<str>,
 }
 
 impl Dispatcher {
@@ -126,6 +156,7 @@ impl Dispatcher {
         cancel: CancellationToken,
         pusher: Arc<Pusher>,
         tokens: Arc<TokenIndex>,
+        node: &str,
     ) -> Self {
         Self {
             couch,
@@ -134,11 +165,12 @@ impl Dispatcher {
             cancel,
             pusher,
             tokens,
+            node: node.into(),
         }
     }
 
-    /// Handles one delivery and says how to settle it.
-    pub async fn process(&self, msg: &Incoming) -> Disposition {
+    /// Handles one delivery and says how to settle it (and what to reply, if asked).
+    pub async fn process(&self, msg: &Incoming) -> Handled {
         let received = Instant::now();
         let body = match amqp::decode_body(
             msg.content_type.as_deref(),
@@ -148,12 +180,22 @@ impl Dispatcher {
             Ok(v) => v,
             Err(e) => {
                 log_undecodable(msg, &e);
-                return Disposition::Ack;
+                return Disposition::Ack.into();
             }
         };
         match envelope::classify(&body) {
-            Event::RegSuccess => self.reg_success(body).await.1,
-            Event::PushReq => self.push_req(body, received).await.1,
+            Event::RegSuccess => self.reg_success(body).await.1.into(),
+            Event::PushReq => {
+                let reply_to = push_req::reply_to(&body).map(str::to_string);
+                let (outcome, disposition) = self.push_req(&body, received).await;
+                let reply = reply_to
+                    .filter(|_| disposition == Disposition::Ack)
+                    .map(|routing_key| Reply {
+                        body: self.push_resp(&body, &outcome, received),
+                        routing_key,
+                    });
+                Handled { disposition, reply }
+            }
             Event::Other { category, name } => {
                 tracing::info!(
                     messaging.routing_key = %msg.routing_key,
@@ -161,9 +203,29 @@ impl Dispatcher {
                     event.name = %short(&name, 64),
                     "event not handled by the pusher; settled"
                 );
-                Disposition::Ack
+                Disposition::Ack.into()
             }
         }
+    }
+
+    /// The `push_resp` body for a requester that asked for the verdict.
+    fn push_resp(&self, request: &Value, outcome: &PushOutcome, received: Instant) -> Vec<u8> {
+        let provider = match outcome {
+            PushOutcome::Dropped(_) | PushOutcome::Failed(_) => "",
+            _ => match push_token_provider(request) {
+                Some(Provider::Apple) => "apns",
+                Some(Provider::Firebase) => "fcm",
+                None => "",
+            },
+        };
+        let verdict = PushVerdict {
+            status: outcome.status(),
+            reason: outcome.reason(),
+            provider,
+            elapsed_ms: received.elapsed().as_millis() as u64,
+        };
+        let resp = push_req::push_resp(request, &verdict, &self.node, env!("CARGO_PKG_VERSION"));
+        serde_json::to_vec(&resp).unwrap_or_default()
     }
 
     /// Waits (bounded) for the first config load.
@@ -182,7 +244,7 @@ impl Dispatcher {
     }
 
     /// Handles a decoded `push_req`: one push, with retries inside its deadline.
-    pub async fn push_req(&self, body: Value, received: Instant) -> (PushOutcome, Disposition) {
+    pub async fn push_req(&self, body: &Value, received: Instant) -> (PushOutcome, Disposition) {
         let Some(cfg) = self.config_snapshot(Duration::from_secs(15)).await else {
             if self.cancel.is_cancelled() {
                 return (
@@ -191,7 +253,7 @@ impl Dispatcher {
                 );
             }
             tracing::error!(
-                msg_id = envelope::msg_id(&body).unwrap_or(""),
+                msg_id = envelope::msg_id(body).unwrap_or(""),
                 "system_config/pusher could not be loaded; push_req dropped"
             );
             return (
@@ -199,7 +261,7 @@ impl Dispatcher {
                 Disposition::Ack,
             );
         };
-        let outcome = self.pusher.push(&cfg, &body, received).await;
+        let outcome = self.pusher.push(&cfg, body, received).await;
         let disposition = match &outcome {
             // Interrupted by shutdown before it got through: let another instance try.
             PushOutcome::Failed(_) if self.cancel.is_cancelled() => Disposition::Requeue,
@@ -301,6 +363,12 @@ impl Dispatcher {
             (UpdateOutcome::Updated { .. }, PushUpdate::Remove) => RegOutcome::Removed,
         })
     }
+}
+
+/// The provider a request's `Token-Type` names, without a full parse.
+fn push_token_provider(body: &Value) -> Option<Provider> {
+    let t = body.get("Token-Type").and_then(Value::as_str)?;
+    TokenType::parse(t).ok().map(TokenType::provider)
 }
 
 fn log_undecodable(msg: &Incoming, e: &DecodeError) {

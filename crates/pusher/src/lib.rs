@@ -92,6 +92,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         shutdown.clone(),
         pusher,
         tokens,
+        &settings.node,
     );
     let consumer_settings = consumer::ConsumerSettings {
         amqp_uri: settings.amqp_uri.clone(),

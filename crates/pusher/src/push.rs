@@ -48,7 +48,7 @@ pub struct PushSettings {
     pub total_in_flight: usize,
 }
 
-/// What became of one push request (for logs, metrics and the CLI).
+/// What became of one push request (for logs, metrics and the `push_resp` reply).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushOutcome {
     /// The provider accepted it.
@@ -60,11 +60,18 @@ pub enum PushOutcome {
         /// Whether the device's `push` object was removed.
         removed: bool,
     },
-    /// Configuration or request problem: not sent or refused for good.
+    /// The request itself is unusable (missing token fields, bad token, payload too big).
     Dropped(String),
+    /// The app has no usable credentials for this push type (none, unreadable, or only
+    /// the legacy FCM key).
+    NoCredentials(String),
+    /// The provider refused the push for good (bad topic, refused credentials, …).
+    Rejected(String),
     /// `<type>.enabled` is false for the app.
     Disabled,
     /// Retries did not succeed within the deadline.
+    TimedOut(String),
+    /// Not attempted to the end: shutting down, or the config could not be loaded.
     Failed(String),
 }
 
@@ -75,8 +82,34 @@ impl PushOutcome {
             PushOutcome::Delivered => "delivered",
             PushOutcome::DeadToken { .. } => "dead_token",
             PushOutcome::Dropped(_) => "dropped",
+            PushOutcome::NoCredentials(_) => "no_credentials",
+            PushOutcome::Rejected(_) => "rejected",
             PushOutcome::Disabled => "disabled",
+            PushOutcome::TimedOut(_) => "timeout",
             PushOutcome::Failed(_) => "failed",
+        }
+    }
+
+    /// The `Status` of a `push_resp`: the label, except that refused credentials are
+    /// `auth_error` and an unusable request is `rejected`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            PushOutcome::Rejected(r) if outcome::is_auth_reason(r) => "auth_error",
+            PushOutcome::Dropped(_) => "rejected",
+            other => other.label(),
+        }
+    }
+
+    /// The reason, or `""` (delivered, disabled).
+    pub fn reason(&self) -> &str {
+        match self {
+            PushOutcome::Delivered | PushOutcome::Disabled => "",
+            PushOutcome::DeadToken { reason, .. } => reason,
+            PushOutcome::Dropped(r)
+            | PushOutcome::NoCredentials(r)
+            | PushOutcome::Rejected(r)
+            | PushOutcome::TimedOut(r)
+            | PushOutcome::Failed(r) => r,
         }
     }
 }
@@ -195,12 +228,21 @@ impl Pusher {
                 PushOutcome::DeadToken { reason, removed } => {
                     tracing::warn!(elapsed_ms, reason = %reason, push_removed = removed, "device token is dead")
                 }
-                PushOutcome::Dropped(why) => tracing::error!(reason = %why, "push dropped"),
+                PushOutcome::Dropped(why) => tracing::error!(reason = %why, "push_req unusable; dropped"),
+                PushOutcome::NoCredentials(why) => {
+                    tracing::error!(reason = %why, "no usable credentials for this app; push not sent")
+                }
+                PushOutcome::Rejected(why) => {
+                    tracing::error!(elapsed_ms, reason = %why, "provider rejected the push")
+                }
+                PushOutcome::TimedOut(why) => {
+                    tracing::error!(elapsed_ms, reason = %why, "push not delivered within its deadline")
+                }
                 PushOutcome::Disabled => {
                     tracing::info!("app disabled for this push type; not sent")
                 }
                 PushOutcome::Failed(why) => {
-                    tracing::error!(elapsed_ms, reason = %why, "push failed within its deadline")
+                    tracing::error!(elapsed_ms, reason = %why, "push not completed")
                 }
             }
             outcome
@@ -230,7 +272,7 @@ impl Pusher {
         };
         let sender = match self.sender(doc, &req).await {
             Ok(s) => s,
-            Err(why) => return PushOutcome::Dropped(why),
+            Err(why) => return PushOutcome::NoCredentials(why),
         };
         match sender {
             Sender::Apns(client) => self.send_apns(doc, &req, &client, received, deadline).await,
@@ -484,7 +526,7 @@ impl Pusher {
         };
         let path = match core_fcm::send_path(client.project_id()) {
             Ok(p) => p,
-            Err(e) => return PushOutcome::Dropped(e.to_string()),
+            Err(e) => return PushOutcome::NoCredentials(e.to_string()),
         };
         let mut attempt = 0u32;
         let mut refreshed = false;
@@ -536,7 +578,7 @@ impl Pusher {
         match outcome {
             Outcome::Delivered { .. } => Some(PushOutcome::Delivered),
             Outcome::Drop { reason } | Outcome::Unauthorized { reason } => {
-                Some(PushOutcome::Dropped(reason.into_owned()))
+                Some(PushOutcome::Rejected(reason.into_owned()))
             }
             Outcome::DeadToken {
                 reason,
@@ -570,7 +612,7 @@ impl Pusher {
                     jitter,
                 );
                 if !outcome::fits_deadline(received.elapsed(), delay, deadline) {
-                    return Some(PushOutcome::Failed(format!(
+                    return Some(PushOutcome::TimedOut(format!(
                         "{reason} (after {attempt} attempts)"
                     )));
                 }

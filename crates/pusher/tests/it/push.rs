@@ -422,3 +422,167 @@ async fn thousand_pushes_with_20ms_latency_all_arrive() {
     );
     w.stop().await;
 }
+
+/// A server-named, exclusive reply queue on the world's publisher connection.
+async fn reply_queue(w: &World) -> (String, lapin::Consumer) {
+    use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+    let ch = w.publisher.as_ref().expect("started").channel();
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("reply queue");
+    let name = q.name().to_string();
+    let consumer = ch
+        .basic_consume(
+            name.as_str().into(),
+            "it-reply".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("consume replies");
+    (name, consumer)
+}
+
+/// The next `push_resp` on `consumer`.
+async fn next_reply(consumer: &mut lapin::Consumer) -> Value {
+    use futures_util::StreamExt;
+    let d = tokio::time::timeout(Duration::from_secs(15), consumer.next())
+        .await
+        .expect("a push_resp within 15 s")
+        .expect("consumer open")
+        .expect("delivery");
+    serde_json::from_slice(&d.data).expect("push_resp is JSON")
+}
+
+/// Number of messages in `queue` of the world's vhost.
+fn queue_depth(w: &World, queue: &str) -> Option<u64> {
+    let out = crate::helpers::rabbitmqctl(&[
+        "-q",
+        "list_queues",
+        "-p",
+        &w.vhost.name,
+        "name",
+        "messages",
+        "--no-table-headers",
+    ]);
+    out.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next() == Some(queue)).then(|| it.next()?.parse().ok())?
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdict_reply_only_for_requesters_that_ask() {
+    use lapin::options::QueueDeclareOptions;
+    let mock = apns_mock(Duration::ZERO).await;
+    let mut w = world(None).await;
+    let app = app_id("reply");
+    let off = app_id("replyoff");
+    set_apple_cert(&w, &app, ClientVariant::Pkcs8, &mock, json!({})).await;
+    set_apple_cert(&w, &off, ClientVariant::Pkcs8, &mock, json!({})).await;
+    set_config(&w.couch, &[&off, "apple", "enabled"], json!(false)).await;
+    w.start().await;
+    // Kamailio's own targeted queue (the fixture's Server-ID) must never get a reply.
+    let fixture = push_req(&app, "apple", "ab01");
+    let kamailio_q = fixture["Server-ID"].as_str().expect("Server-ID").to_string();
+    w.publisher
+        .as_ref()
+        .expect("started")
+        .channel()
+        .queue_declare(
+            kamailio_q.as_str().into(),
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("kamailio's queue");
+    let (reply_to, mut replies) = reply_queue(&w).await;
+
+    publish_push(&w, &fixture).await;
+    let cases = [
+        (app.clone(), "ab02", "delivered", "apns"),
+        (app.clone(), "dead77", "dead_token", "apns"),
+        (app.clone(), "bad77", "dead_token", "apns"),
+        (off.clone(), "ab03", "disabled", "apns"),
+    ];
+    for (a, token, status, provider) in &cases {
+        let mut body = push_req(a, "apple", token);
+        body["Pusher-Reply-To"] = json!(reply_to);
+        publish_push(&w, &body).await;
+        let r = next_reply(&mut replies).await;
+        assert_eq!(r["Event-Category"], "notification");
+        assert_eq!(r["Event-Name"], "push_resp");
+        assert_eq!(r["Msg-ID"], body["Msg-ID"], "{r}");
+        assert_eq!(r["Call-ID"], body["Call-ID"]);
+        assert_eq!(r["Status"], *status, "{token}: {r}");
+        assert_eq!(r["Provider"], *provider);
+        assert!(r["Elapsed-Ms"].is_u64());
+    }
+    // The unrequested push was delivered, and Kamailio's queue stayed empty.
+    assert!(mock.received().iter().any(|r| r.token == "ab01"));
+    w.wait_queue_drained().await;
+    assert_eq!(queue_depth(&w, &kamailio_q), Some(0), "no unsolicited reply");
+    w.stop().await;
+}
+
+/// APNs's 410 `timestamp` says since when the token is invalid: a device that registered
+/// the token again after that keeps its `push` object; one that did not loses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_token_clean_up_honours_the_410_timestamp() {
+    let mock = apns_mock(Duration::ZERO).await;
+    let mut w = world(None).await;
+    let app = app_id("ts");
+    set_apple_cert(&w, &app, ClientVariant::Pkcs8, &mock, json!({})).await;
+    set_config(&w.couch, &[&app, "remove_invalid_tokens"], json!(true)).await;
+    w.set_rule("Harness", "^Linphone-Harness").await;
+    w.start().await;
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let before_registration = now_ms() - 60_000;
+    for (dev, tok) in [("reregistered", "ts01"), ("stale", "ts02")] {
+        w.put_device(dev, json!({})).await;
+        let mut reg = w.reg_success(0, dev);
+        reg["Contact"] = json!(format!(
+            "<sip:2001@127.0.0.1:5074;app-id={app};pn-tok={tok};pn-type=apple>"
+        ));
+        w.publish_reg(&reg).await;
+        w.wait_device(dev, 10, |d| d["push"]["Token-ID"] == tok)
+            .await;
+    }
+    w.wait_queue_drained().await;
+    // ts01 became invalid a minute before it was registered; ts02 a minute from now.
+    mock.script("ts01", vec![Reply::unregistered(before_registration)]);
+    mock.script("ts02", vec![Reply::unregistered(now_ms() + 60_000)]);
+    let (reply_to, mut replies) = reply_queue(&w).await;
+    for tok in ["ts01", "ts02"] {
+        let mut body = push_req(&app, "apple", tok);
+        body["Pusher-Reply-To"] = json!(reply_to);
+        publish_push(&w, &body).await;
+        let r = next_reply(&mut replies).await;
+        assert_eq!(r["Status"], "dead_token", "{r}");
+        assert_eq!(r["Reason"], "Unregistered");
+    }
+    // The verdict is sent after the clean-up decision, so the docs are final now.
+    assert_eq!(w.device("reregistered").await["push"]["Token-ID"], "ts01");
+    assert!(w.device("stale").await.get("push").is_none());
+    w.stop().await;
+}
