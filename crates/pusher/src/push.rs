@@ -228,7 +228,9 @@ impl Pusher {
                 PushOutcome::DeadToken { reason, removed } => {
                     tracing::warn!(elapsed_ms, reason = %reason, push_removed = removed, "device token is dead")
                 }
-                PushOutcome::Dropped(why) => tracing::error!(reason = %why, "push_req unusable; dropped"),
+                PushOutcome::Dropped(why) => {
+                    tracing::error!(reason = %why, "push_req unusable; dropped")
+                }
                 PushOutcome::NoCredentials(why) => {
                     tracing::error!(reason = %why, "no usable credentials for this app; push not sent")
                 }
