@@ -44,3 +44,58 @@ fn default_config_doc_validates_and_mistakes_do_not() {
     wrong_type["default"]["apple"]["enabled"] = json!("yes");
     assert!(!s.is_valid(&wrong_type));
 }
+
+#[test]
+fn kamailio_push_req_capture_validates_and_the_stale_kazoo_shape_does_not() {
+    let s = schema("kapi.pusher.push_req.json");
+    let bodies = fixture_bodies("push_req");
+    assert!(!bodies.is_empty());
+    for b in &bodies {
+        let errors: Vec<String> = s.iter_errors(b).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        // What the service reads from it agrees with the schema.
+        assert!(pusher_core::push_req::PushReq::from_json(b, 0).is_ok());
+    }
+    // Kazoo's crossbar schema types Payload and Alert-Params as strings: not what flows.
+    let mut stale = bodies[0].clone();
+    stale["Payload"] = json!("{}");
+    assert!(!s.is_valid(&stale));
+    let mut stale = bodies[0].clone();
+    stale["Alert-Params"] = json!("callerreply02");
+    assert!(!s.is_valid(&stale));
+    let mut bad_token = bodies[0].clone();
+    bad_token["Token-ID"] = json!("tok/../x");
+    assert!(!s.is_valid(&bad_token));
+}
+
+#[test]
+fn push_resp_built_by_the_service_validates() {
+    use pusher_core::push_req::{PushVerdict, push_resp};
+    let s = schema("kapi.pusher.push_resp.json");
+    let request = &fixture_bodies("push_req")[0];
+    for status in ["delivered", "dead_token", "auth_error", "timeout"] {
+        let verdict = PushVerdict {
+            status,
+            reason: "",
+            provider: "apns",
+            elapsed_ms: 3,
+        };
+        let resp = push_resp(request, &verdict, "pusher@n", env!("CARGO_PKG_VERSION"));
+        let errors: Vec<String> = s.iter_errors(&resp).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{status}: {errors:?}");
+    }
+    let mut unknown = push_resp(
+        request,
+        &PushVerdict {
+            status: "maybe",
+            reason: "",
+            provider: "",
+            elapsed_ms: 0,
+        },
+        "n",
+        "v",
+    );
+    assert!(!s.is_valid(&unknown));
+    unknown["Status"] = json!("delivered");
+    assert!(s.is_valid(&unknown));
+}
