@@ -1,4 +1,6 @@
 //! `pusherctl`: sup-compatible maintenance CLI (see `pusherctl --help`).
+//!
+//! Exit codes as sup: 0 success, 2 the command failed, 1 bad usage.
 
 use std::process::ExitCode;
 
@@ -14,6 +16,7 @@ fn main() -> ExitCode {
         }
     };
     pusher_io::ensure_crypto_provider();
+    // A short-lived CLI: one thread is plenty.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -25,9 +28,17 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(pusher::ctl::run(&settings, &args)) {
-        Ok(out) => {
-            println!("{}", out.trim_end());
-            ExitCode::SUCCESS
+        Ok(report) => {
+            if !report.stdout.is_empty() {
+                println!("{}", report.stdout.trim_end());
+            }
+            for w in &report.warnings {
+                eprintln!("pusherctl: warning: {w}");
+            }
+            if let Some(f) = &report.failure {
+                eprintln!("pusherctl: {f}");
+            }
+            ExitCode::from(report.exit_code())
         }
         Err(e) => {
             eprintln!("pusherctl: {e}");

@@ -1,0 +1,423 @@
+//! `pusher_maintenance push AccountId DeviceId`: a test push through the real path.
+//!
+//! The device's `push` object (what a registration stored) becomes a `push_req` shaped
+//! like Kamailio's (spec §3.3), published to exchange `pushes` with routing key
+//! `notification.push.<Token-Type>.<Token-ID>`, so it travels exactly as a call's push
+//! would: broker → `pusher_shared_listener` → any running `pusherd` → APNs/FCM.
+//!
+//! Reply contract: Kamailio never expects an answer to `push_req`, so `pusherd` only
+//! answers a request that asks for one. We declare a private queue (server-named,
+//! exclusive, auto-delete), consume it, and put its name in `"Pusher-Reply-To"`.
+//! `pusherd` publishes the verdict to the default exchange with that queue name as
+//! routing key: a `push_resp` with our `Msg-ID`, `Status` (`delivered`, `dead_token`,
+//! `auth_error`, `rejected`, `disabled`, `no_credentials`, `timeout`, `failed`),
+//! `Reason`, `Provider` (`apns`/`fcm`), `Token-App` and `Elapsed-Ms`. We wait for it for
+//! the push deadline + 5 s.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use pusher_core::kapps_config::ConfigDoc;
+use pusher_core::push_req::REPLY_TO_FIELD;
+use pusher_io::amqp::{self, Publisher};
+use rand::Rng as _;
+use serde_json::{Value, json};
+
+use super::{Ctx, Report, Result, failed};
+use crate::config::{PUSHER_CATEGORY, SYSTEM_CONFIG_DB};
+
+/// Caller id number shown by the test push.
+pub const TEST_CALLER_NUMBER: &str = "0000";
+/// Caller id name shown by the test push.
+pub const TEST_CALLER_NAME: &str = "pusherctl test";
+/// How long we wait beyond the push deadline for the reply.
+pub const REPLY_GRACE: Duration = Duration::from_secs(5);
+
+/// A lowercase RFC 4122 version-4 UUID, as Kamailio's `Msg-ID` and `Call-ID` look.
+fn uuid_v4() -> String {
+    let mut b: [u8; 16] = rand::rng().random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// The fields of a device `push` object we need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevicePush {
+    /// `Token-App`.
+    pub app: String,
+    /// `Token-Type`.
+    pub token_type: String,
+    /// `Token-ID` (a secret-ish identifier: printed shortened only).
+    pub token: String,
+    /// `Token-Public-Proxy` or empty (Kamailio's `Payload.proxy`).
+    pub proxy: String,
+}
+
+/// Reads the `push` object of a device document.
+pub fn device_push(device: &Value, device_id: &str) -> Result<DevicePush> {
+    let Some(push) = device.get("push").filter(|p| p.is_object()) else {
+        return Err(failed(format!(
+            "device {device_id} has no push object: it has not registered with a push-capable app (or its token was removed)"
+        )));
+    };
+    let field = |k: &str| {
+        push.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| failed(format!("device {device_id}'s push object lacks {k}")))
+    };
+    let out = DevicePush {
+        app: field("Token-App")?,
+        token_type: field("Token-Type")?,
+        token: field("Token-ID")?,
+        proxy: push
+            .get("Token-Public-Proxy")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+    };
+    // Kamailio does not encode the routing key; a dot would make it miss the
+    // `notification.push.*.*` binding and the push would vanish.
+    for (name, v) in [("Token-Type", &out.token_type), ("Token-ID", &out.token)] {
+        if v.contains(['.', '*', '#']) || v.chars().any(char::is_whitespace) {
+            return Err(failed(format!(
+                "device {device_id}'s {name} contains '.', '*', '#' or a space, so no pusher binding would match its routing key"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// The `push_req` Kamailio would publish for this device (spec §3.3), plus the reply
+/// queue and our envelope.
+pub fn push_req(
+    dev: &DevicePush,
+    msg_id: &str,
+    call_id: &str,
+    reply_to: &str,
+    node: &str,
+) -> Value {
+    json!({
+        "Event-Category": "notification",
+        "Event-Name": "push_req",
+        "Call-ID": call_id,
+        "Token-ID": dev.token,
+        "Token-Type": dev.token_type,
+        "Token-App": dev.app,
+        "Alert-Key": "IC_SIL",
+        "Alert-Params": [format!("{TEST_CALLER_NUMBER} - {TEST_CALLER_NAME}")],
+        "Sound": "ring.caf",
+        "Payload": {
+            "call-id": call_id,
+            "proxy": dev.proxy,
+            "caller-id-number": TEST_CALLER_NUMBER,
+            "caller-id-name": TEST_CALLER_NAME,
+            "registration-token": uuid_v4(),
+        },
+        "App-Name": "pusherctl",
+        "App-Version": env!("CARGO_PKG_VERSION"),
+        "Node": node,
+        "Msg-ID": msg_id,
+        REPLY_TO_FIELD: reply_to,
+    })
+}
+
+/// Routing key of a push_req, as Kamailio builds it (not encoded).
+pub fn routing_key(dev: &DevicePush) -> String {
+    format!("notification.push.{}.{}", dev.token_type, dev.token)
+}
+
+/// The line printed for a reply, and whether it counts as success.
+pub fn verdict_line(reply: &Value, elapsed: Duration, app: &str) -> (String, bool) {
+    let s = |k: &str| reply.get(k).and_then(Value::as_str).unwrap_or("");
+    let status = match s("Status") {
+        "" => "failed",
+        other => other,
+    };
+    let provider = match s("Provider") {
+        "" => "no provider",
+        p => p,
+    };
+    let ms = elapsed.as_millis();
+    let reason = s("Reason");
+    let head = if status == "delivered" {
+        format!("delivered in {ms} ms ({provider}, {app})")
+    } else {
+        format!(
+            "{} after {ms} ms ({provider}, {app})",
+            status.replace('_', " ")
+        )
+    };
+    let line = if reason.is_empty() {
+        head
+    } else {
+        format!("{head}: {reason}")
+    };
+    (line, status == "delivered")
+}
+
+/// Push deadline for `app`: config `push_deadline_ms` (app → zone → default, 1–60 s),
+/// else `PUSHER_PUSH_DEADLINE_MS` — the same resolution as `pusherd`.
+fn deadline(cfg: &ConfigDoc, app: &str, zone: &str, fallback: Duration) -> Duration {
+    cfg.app_value(app, zone, &["push_deadline_ms"])
+        .and_then(Value::as_u64)
+        .filter(|ms| (1_000..=60_000).contains(ms))
+        .map(Duration::from_millis)
+        .unwrap_or(fallback)
+}
+
+/// `push AccountId DeviceId`.
+pub async fn push(ctx: &Ctx<'_>, account_id: &str, device_id: &str) -> Result<Report> {
+    let db = pusher_core::account::account_db(account_id)
+        .map_err(|e| failed(format!("AccountId {account_id:?}: {e}")))?;
+    let device = ctx
+        .couch
+        .get_doc(&db, device_id)
+        .await
+        .map_err(failed)?
+        .ok_or_else(|| failed(format!("no device {device_id} in account {account_id}")))?;
+    let dev = device_push(&device, device_id)?;
+    let cfg = ConfigDoc::new(
+        ctx.couch
+            .get_doc(SYSTEM_CONFIG_DB, PUSHER_CATEGORY)
+            .await
+            .map_err(failed)?
+            .unwrap_or(Value::Null),
+    );
+    let wait = deadline(
+        &cfg,
+        &dev.app,
+        &ctx.settings.zone,
+        ctx.settings.push.deadline,
+    ) + REPLY_GRACE;
+
+    let uri = &ctx.settings.amqp_uri;
+    let redacted = pusher_io::couch::redact_url(uri);
+    let conn = amqp::connect(uri, "pusherctl push").await.map_err(|e| {
+        failed(format!(
+            "RabbitMQ unreachable at {redacted}: {}",
+            root_cause(&e)
+        ))
+    })?;
+    let result = push_on(&conn, &dev, wait).await;
+    let _ = conn.close(200, "pusherctl done".into()).await;
+    result
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+async fn push_on(conn: &lapin::Connection, dev: &DevicePush, wait: Duration) -> Result<Report> {
+    let amqp_err = |e: amqp::Error| failed(format!("RabbitMQ: {e}"));
+    // Is anybody consuming? A passive declare fails (and closes its channel) when the
+    // queue does not exist, so it gets a channel of its own.
+    let probe = conn
+        .create_channel()
+        .await
+        .map_err(|e| failed(format!("RabbitMQ: cannot open a channel: {e}")))?;
+    let shared = probe
+        .queue_declare(
+            amqp::QUEUE.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    match shared {
+        Err(_) => {
+            return Err(failed(format!(
+                "no pusherd is running on this broker: queue {} does not exist",
+                amqp::QUEUE
+            )));
+        }
+        Ok(q) if q.consumer_count() == 0 => {
+            return Err(failed(format!(
+                "no pusherd is consuming queue {} on this broker",
+                amqp::QUEUE
+            )));
+        }
+        Ok(_) => {
+            let _ = probe.close(200, "probe done".into()).await;
+        }
+    }
+
+    let publisher = Publisher::new(conn).await.map_err(amqp_err)?;
+    let channel = publisher.channel();
+    // Reply queue: server-named (""), exclusive (only this connection may use it) and
+    // auto-delete (gone when we disconnect), so nothing outlives the command.
+    let reply_queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| failed(format!("RabbitMQ: cannot declare a reply queue: {e}")))?;
+    let reply_name = reply_queue.name().to_string();
+    // no_ack: a reply is useful to us alone and only once.
+    let mut replies = channel
+        .basic_consume(
+            reply_name.as_str().into(),
+            "pusherctl".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                exclusive: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| failed(format!("RabbitMQ: cannot consume the reply queue: {e}")))?;
+
+    let msg_id = uuid_v4();
+    let call_id = format!("pusherctl-{}", uuid_v4());
+    let node = format!("pusherctl@{}", gethostname::gethostname().to_string_lossy());
+    let body = push_req(dev, &msg_id, &call_id, &reply_name, &node);
+    let started = Instant::now();
+    publisher
+        .publish_json(
+            amqp::EXCHANGE_PUSHES,
+            &routing_key(dev),
+            body.to_string().as_bytes(),
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .map_err(amqp_err)?;
+
+    let deadline = started + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let next = tokio::time::timeout(left, replies.next()).await;
+        let delivery = match next {
+            Err(_) => {
+                return Ok(Report {
+                    stdout: String::new(),
+                    warnings: Vec::new(),
+                    failure: Some(format!(
+                        "timeout: no reply from pusherd within {} s (is it running and consuming `pushes`?)",
+                        wait.as_secs()
+                    )),
+                });
+            }
+            Ok(None) => return Err(failed("RabbitMQ closed the reply queue")),
+            Ok(Some(Err(e))) => return Err(failed(format!("RabbitMQ: {e}"))),
+            Ok(Some(Ok(d))) => d,
+        };
+        let Ok(reply) = serde_json::from_slice::<Value>(&delivery.data) else {
+            continue;
+        };
+        if reply.get("Msg-ID").and_then(Value::as_str) != Some(msg_id.as_str()) {
+            continue;
+        }
+        let (line, delivered) = verdict_line(&reply, started.elapsed(), &dev.app);
+        return Ok(if delivered {
+            Report::ok(line)
+        } else {
+            Report {
+                stdout: line.clone(),
+                warnings: Vec::new(),
+                failure: Some(format!("push not delivered: {line}")),
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev() -> DevicePush {
+        device_push(
+            &json!({"push": {"Token-App": "org.example.app", "Token-Type": "apple",
+                             "Token-ID": "0a1b2c", "Token-Proxy": "sip:10.0.0.1",
+                             "Token-Public-Proxy": "sip:203.0.113.1:5060"}}),
+            "dev1",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn push_req_is_kamailio_shaped_with_reply_to() {
+        let d = dev();
+        let body = push_req(&d, "m-1", "c-1", "amq.gen-xyz", "pusherctl@h");
+        assert_eq!(routing_key(&d), "notification.push.apple.0a1b2c");
+        assert_eq!(body["Pusher-Reply-To"], "amq.gen-xyz");
+        assert_eq!(body["Payload"]["proxy"], "sip:203.0.113.1:5060");
+        assert_eq!(body["Alert-Params"], json!(["0000 - pusherctl test"]));
+        let req = pusher_core::push_req::PushReq::from_json(&body, 0).expect("pusherd reads it");
+        assert_eq!(req.token_id, "0a1b2c");
+        assert_eq!(pusher_core::push_req::reply_to(&body), Some("amq.gen-xyz"));
+        assert!(pusher_core::apns::is_canonical_uuid(&uuid_v4()));
+    }
+
+    #[test]
+    fn device_push_errors() {
+        let e = device_push(&json!({"name": "x"}), "d")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has no push object"), "{e}");
+        let e = device_push(
+            &json!({"push": {"Token-App": "a", "Token-Type": "apple"}}),
+            "d",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("lacks Token-ID"), "{e}");
+        let e = device_push(
+            &json!({"push": {"Token-App": "a", "Token-Type": "apple", "Token-ID": "a.b"}}),
+            "d",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("routing key"), "{e}");
+    }
+
+    #[test]
+    fn verdicts() {
+        let ms = Duration::from_millis(23);
+        let (l, ok) = verdict_line(
+            &json!({"Status": "delivered", "Provider": "apns"}),
+            ms,
+            "org.a",
+        );
+        assert_eq!(l, "delivered in 23 ms (apns, org.a)");
+        assert!(ok);
+        let (l, ok) = verdict_line(
+            &json!({"Status": "dead_token", "Provider": "apns", "Reason": "Unregistered"}),
+            ms,
+            "org.a",
+        );
+        assert_eq!(l, "dead token after 23 ms (apns, org.a): Unregistered");
+        assert!(!ok);
+        let (l, ok) = verdict_line(
+            &json!({"Status": "no_credentials", "Provider": ""}),
+            ms,
+            "org.a",
+        );
+        assert_eq!(l, "no credentials after 23 ms (no provider, org.a)");
+        assert!(!ok);
+    }
+}
