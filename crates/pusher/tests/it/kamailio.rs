@@ -716,3 +716,287 @@ async fn with_rfc8599_off_pn_params_are_ignored() {
     );
     w.stop().await;
 }
+
+/// Mixed cluster: the shared queue as Kazoo's Erlang pusher declares and binds it, and
+/// several of our instances on it. (`topology::erlang_pusher_can_declare_the_same_queue`
+/// covers the declaration against one in-process instance; this adds the bindings, two
+/// real `pusherd` processes and the division of work between them.)
+mod cluster {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    use lapin::{BasicProperties, ExchangeKind};
+    use pusher_sandbox::apns_mock::{ApnsMockConfig, MockApns};
+    use pusher_sandbox::pki::ClientVariant;
+    use serde_json::{Value, json};
+
+    use super::{Scratch, pki};
+    use crate::helpers::{World, couch_url, fixture_bodies, rand_hex, set_config};
+
+    /// How many pushes the two instances share.
+    const PUSHES: usize = 40;
+
+    /// A `pusherd` binary writing JSON logs to a file; SIGTERM on drop.
+    struct Pusherd {
+        child: Child,
+        http: String,
+        log: std::path::PathBuf,
+    }
+
+    impl Pusherd {
+        fn spawn(w: &World, dir: &Path, name: &str) -> Self {
+            let http = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.to_string())
+                .expect("free port");
+            let log = dir.join(format!("{name}.log"));
+            let file = std::fs::File::create(&log).expect("log file");
+            let child = Command::new(env!("CARGO_BIN_EXE_pusherd"))
+                .env("PUSHER_AMQP_URI", w.vhost.uri())
+                .env("PUSHER_COUCH_URL", couch_url())
+                // The same node name: both see the same node-scoped config, like two
+                // instances of one deployment.
+                .env("PUSHER_NODE", &w.node)
+                .env("PUSHER_HTTP_ADDR", &http)
+                .env(
+                    "PUSHER_EXTRA_CA_FILE",
+                    pki().path(pusher_sandbox::pki::files::CA),
+                )
+                .env("PUSHER_LOG_FORMAT", "json")
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(file)
+                .spawn()
+                .expect("spawn pusherd");
+            Self { child, http, log }
+        }
+
+        async fn wait_ready(&mut self) {
+            let url = format!("http://{}/ready", self.http);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Ok(r) = reqwest::get(&url).await
+                    && r.status() == 200
+                {
+                    return;
+                }
+                assert!(
+                    self.child.try_wait().expect("try_wait").is_none(),
+                    "pusherd exited early: {}",
+                    self.log_text()
+                );
+                assert!(Instant::now() < deadline, "pusherd not ready within 15 s");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+
+        fn log_text(&self) -> String {
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        }
+
+        /// Msg-IDs of the pushes this instance logged as delivered.
+        fn delivered(&self) -> Vec<String> {
+            self.log_text()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v["message"] == "push delivered")
+                .map(|v| {
+                    v["span"]["msg_id"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("push span without msg_id: {v}"))
+                        .to_string()
+                })
+                .collect()
+        }
+
+        /// SIGTERM; waits for a clean exit.
+        async fn stop(&mut self) {
+            let pid = self.child.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let status = loop {
+                if let Some(s) = self.child.try_wait().expect("try_wait") {
+                    break s;
+                }
+                assert!(Instant::now() < deadline, "pusherd did not stop");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert!(status.success(), "pusherd exit status {status}");
+        }
+    }
+
+    impl Drop for Pusherd {
+        fn drop(&mut self) {
+            if let Ok(None) = self.child.try_wait() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+
+    /// Declares the queue and binds it exactly as Kazoo's Erlang pusher does
+    /// (`pusher_listener`: `x-max-length` short 100, `x-message-ttl` signed int 60000,
+    /// auto-delete, the three bindings); every call must be accepted.
+    async fn declare_like_erlang(w: &World) -> u32 {
+        let conn = pusher_io::amqp::connect(&w.vhost.uri(), "erlang-pusher-like")
+            .await
+            .expect("connect");
+        let ch = conn.create_channel().await.expect("channel");
+        for (name, kind) in [
+            ("pushes", ExchangeKind::Topic),
+            ("registrar", ExchangeKind::Topic),
+            ("targeted", ExchangeKind::Direct),
+        ] {
+            ch.exchange_declare(
+                name.into(),
+                kind,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("Kazoo's declaration of exchange {name} refused: {e}"));
+        }
+        let mut args = FieldTable::default();
+        args.insert("x-max-length".into(), AMQPValue::ShortInt(100));
+        args.insert("x-message-ttl".into(), AMQPValue::LongInt(60_000));
+        let q = ch
+            .queue_declare(
+                "pusher_shared_listener".into(),
+                QueueDeclareOptions {
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                args,
+            )
+            .await
+            .expect("Kazoo's queue declaration is accepted");
+        for (exchange, key) in [
+            ("pushes", "notification.push.*.*"),
+            ("registrar", "registration.success.*.*"),
+            ("targeted", "pusher_shared_listener"),
+        ] {
+            ch.queue_bind(
+                "pusher_shared_listener".into(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("Kazoo's binding {exchange}/{key} refused: {e}"));
+        }
+        let consumers = q.consumer_count();
+        let _ = conn.close(200, "bye".into()).await;
+        consumers
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_instances_share_the_queue_without_duplicates_beside_an_erlang_declaration() {
+        let scratch = Scratch::new("cluster");
+        let mock = MockApns::start(ApnsMockConfig::from_pki(pki()))
+            .await
+            .expect("mock APNs");
+        let w = World::new().await;
+        let app = format!("org.cluster{}.app", rand_hex(6));
+        set_config(
+            &w.couch,
+            &[&app, "apple"],
+            json!({"certificate": pki().client(ClientVariant::Pkcs8).pem, "host": mock.base_url()}),
+        )
+        .await;
+        let mut a = Pusherd::spawn(&w, &scratch.0, "pusherd-a");
+        let mut b = Pusherd::spawn(&w, &scratch.0, "pusherd-b");
+        a.wait_ready().await;
+        b.wait_ready().await;
+
+        assert_eq!(
+            declare_like_erlang(&w).await,
+            2,
+            "both of our instances consume the queue the Erlang declaration names"
+        );
+
+        let conn = pusher_io::amqp::connect(&w.vhost.uri(), "it-publisher")
+            .await
+            .expect("publisher connects");
+        let publisher = pusher_io::amqp::Publisher::new(&conn)
+            .await
+            .expect("publisher");
+        let mut sent = BTreeSet::new();
+        for i in 0..PUSHES {
+            let mut body = fixture_bodies("push_req")[0].clone();
+            let msg_id = uuid::Uuid::new_v4().to_string();
+            let token = format!("{i:04x}{}", rand_hex(28));
+            body["Token-App"] = json!(app);
+            body["Token-ID"] = json!(token);
+            body["Msg-ID"] = json!(msg_id);
+            publisher
+                .publish_json(
+                    "pushes",
+                    &format!("notification.push.apple.{token}"),
+                    body.to_string().as_bytes(),
+                    BasicProperties::default(),
+                )
+                .await
+                .expect("publish confirmed");
+            sent.insert(msg_id);
+        }
+
+        let got = mock.wait_for(PUSHES, Duration::from_secs(20)).await;
+        assert_eq!(got.len(), PUSHES, "every push reached the provider");
+        w.wait_queue_drained().await;
+        // Anything handled twice would reach the mock a second time by now.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let at_provider: Vec<String> = mock
+            .received()
+            .iter()
+            .map(|r| r.header("apns-id").unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(at_provider.len(), PUSHES, "no push was sent twice");
+        assert_eq!(
+            at_provider.iter().cloned().collect::<BTreeSet<_>>(),
+            sent,
+            "one request per published push_req"
+        );
+
+        a.stop().await;
+        b.stop().await;
+        let (by_a, by_b) = (a.delivered(), b.delivered());
+        eprintln!(
+            "deliveries: pusherd-a {}, pusherd-b {}",
+            by_a.len(),
+            by_b.len()
+        );
+        assert!(
+            !by_a.is_empty() && !by_b.is_empty(),
+            "both instances get work: a {}, b {}",
+            by_a.len(),
+            by_b.len()
+        );
+        let (set_a, set_b): (BTreeSet<_>, BTreeSet<_>) = (
+            by_a.iter().cloned().collect(),
+            by_b.iter().cloned().collect(),
+        );
+        assert_eq!(set_a.len(), by_a.len(), "pusherd-a handled a push twice");
+        assert_eq!(set_b.len(), by_b.len(), "pusherd-b handled a push twice");
+        assert!(
+            set_a.is_disjoint(&set_b),
+            "a push handled by both: {:?}",
+            set_a.intersection(&set_b).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            set_a.union(&set_b).cloned().collect::<BTreeSet<_>>(),
+            sent,
+            "the two logs account for every push"
+        );
+        assert_eq!(
+            mock.connections_accepted(),
+            2,
+            "one APNs client per instance"
+        );
+    }
+}
