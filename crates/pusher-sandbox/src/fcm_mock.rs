@@ -384,6 +384,11 @@ impl MockFcm {
         lock(&self.state.tokens).len()
     }
 
+    /// The access tokens currently valid (so a test can prove they never reach a log).
+    pub fn live_token_values(&self) -> Vec<String> {
+        lock(&self.state.tokens).keys().cloned().collect()
+    }
+
     /// Revoke every issued access token: later sends with them get 401 `UNAUTHENTICATED`.
     pub fn revoke_all_tokens(&self) {
         lock(&self.state.tokens).clear();

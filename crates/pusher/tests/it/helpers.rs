@@ -7,7 +7,7 @@
 //! other's rules. Services come from `scripts/services.sh up` (run by `make test`);
 //! the URLs are read from `PUSHER_TEST_AMQP_URI` / `PUSHER_TEST_COUCH_URL`.
 
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
@@ -180,6 +180,55 @@ impl World {
         self.http_addr = running.http_addr;
         self.handle = Some(running.handle);
         self.wait_ready().await;
+        self.connect_publisher().await;
+    }
+
+    /// Starts the real `pusherd` binary with this world's settings (plus `RUST_LOG`),
+    /// its stderr going to `log`, and waits for `/ready`. Kill it with `stop_binary`.
+    pub async fn start_binary(&mut self, log: &std::path::Path, rust_log: &str) -> Child {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pusherd"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PUSHER_AMQP_URI", self.vhost.uri())
+            .env("PUSHER_COUCH_URL", couch_url())
+            .env("PUSHER_NODE", &self.node)
+            .env("PUSHER_HTTP_ADDR", addr.to_string())
+            .env("RUST_LOG", rust_log)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log file"));
+        let child = cmd.spawn().expect("spawn pusherd");
+        self.http_addr = Some(addr);
+        self.wait_ready().await;
+        self.connect_publisher().await;
+        child
+    }
+
+    /// SIGTERM to a binary from `start_binary`; returns its exit status (≤ 10 s).
+    pub async fn stop_binary(&mut self, mut child: Child) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("pusherd did not stop within 10 s of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Opens the confirm-mode publisher `publish` uses.
+    pub async fn connect_publisher(&mut self) {
         let conn = pusher_io::amqp::connect(&self.vhost.uri(), "it-publisher")
             .await
             .expect("publisher connects");

@@ -177,38 +177,19 @@ async fn voip_topic_defaults_and_configured_headers() {
     w.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn token_auth_jwt_is_verified_by_the_mock() {
-    let mock = apns_mock(Duration::ZERO).await;
-    let mut w = world(None).await;
-    // The .p8 is one attachment for all apps (Kazoo 5's add_apple_pem_file).
+/// Stores the test `.p8` as the `private_key.p8` attachment of `system_config/pusher`
+/// (one key for all token apps, like Kazoo 5's add_apple_pem_file); 409-safe.
+async fn put_p8(w: &World) {
     w.couch.create_db("system_config").await.expect("db");
-    let rev = w
-        .couch
-        .get_doc("system_config", "pusher")
-        .await
-        .expect("get")
-        .and_then(|d| d["_rev"].as_str().map(str::to_string));
-    let put = w
-        .couch
-        .put_attachment(
-            "system_config",
-            "pusher",
-            rev.as_deref(),
-            "private_key.p8",
-            "application/x-pem-file",
-            pki().p8_pem.clone().into_bytes(),
-        )
-        .await;
-    if put.is_err() {
-        // Lost a race with another test writing the doc: one retry with the fresh rev.
+    for _ in 0..20 {
         let rev = w
             .couch
             .get_doc("system_config", "pusher")
             .await
             .expect("get")
             .and_then(|d| d["_rev"].as_str().map(str::to_string));
-        w.couch
+        let put = w
+            .couch
             .put_attachment(
                 "system_config",
                 "pusher",
@@ -217,9 +198,21 @@ async fn token_auth_jwt_is_verified_by_the_mock() {
                 "application/x-pem-file",
                 pki().p8_pem.clone().into_bytes(),
             )
-            .await
-            .expect("attachment");
+            .await;
+        if put.is_ok() {
+            return;
+        }
+        // Lost a race with another test writing the doc: retry with the fresh rev.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    panic!("could not store the .p8 attachment");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_auth_jwt_is_verified_by_the_mock() {
+    let mock = apns_mock(Duration::ZERO).await;
+    let mut w = world(None).await;
+    put_p8(&w).await;
     let app = app_id("token");
     set_config(&w.couch, &[&app, "apple"], json!({
         "auth_type": "token", "team_id": pki().team_id, "key_id": pki().key_id, "host": mock.base_url()
@@ -496,7 +489,10 @@ async fn verdict_reply_only_for_requesters_that_ask() {
     w.start().await;
     // Kamailio's own targeted queue (the fixture's Server-ID) must never get a reply.
     let fixture = push_req(&app, "apple", "ab01");
-    let kamailio_q = fixture["Server-ID"].as_str().expect("Server-ID").to_string();
+    let kamailio_q = fixture["Server-ID"]
+        .as_str()
+        .expect("Server-ID")
+        .to_string();
     w.publisher
         .as_ref()
         .expect("started")
@@ -536,7 +532,11 @@ async fn verdict_reply_only_for_requesters_that_ask() {
     // The unrequested push was delivered, and Kamailio's queue stayed empty.
     assert!(mock.received().iter().any(|r| r.token == "ab01"));
     w.wait_queue_drained().await;
-    assert_eq!(queue_depth(&w, &kamailio_q), Some(0), "no unsolicited reply");
+    assert_eq!(
+        queue_depth(&w, &kamailio_q),
+        Some(0),
+        "no unsolicited reply"
+    );
     w.stop().await;
 }
 
@@ -585,4 +585,139 @@ async fn dead_token_clean_up_honours_the_410_timestamp() {
     assert_eq!(w.device("reregistered").await["push"]["Token-ID"], "ts01");
     assert!(w.device("stale").await.get("push").is_none());
     w.stop().await;
+}
+
+/// The long base64 lines of every PEM block in `pem`: any of them in a log is a leak.
+fn pem_body_lines(pem: &str) -> Vec<String> {
+    pem.lines()
+        .map(str::trim)
+        .filter(|l| l.len() >= 40 && !l.starts_with("-----") && !l.contains(':'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The real `pusherd` at trace level (all crates) through certificate, token and FCM
+/// pushes: no certificate or key body, service-account key, JWT or access token appears
+/// in its output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_logs_at_trace_level() {
+    let apns = apns_mock(Duration::ZERO).await;
+    let fcm = MockFcm::start(FcmMockConfig::default())
+        .await
+        .expect("mock FCM");
+    let sa = pki().service_account_json(&fcm.token_uri());
+    fcm.add_service_account(&sa).expect("register account");
+    let mut w = world(Some(fcm.base_url())).await;
+    let cert_apps = [
+        (app_id("s1"), ClientVariant::Pkcs8),
+        (app_id("s2"), ClientVariant::Pkcs1),
+        (app_id("s3"), ClientVariant::BagAttributes),
+    ];
+    for (app, v) in &cert_apps {
+        set_apple_cert(&w, app, *v, &apns, json!({})).await;
+    }
+    put_p8(&w).await;
+    let token_app = app_id("stoken");
+    set_config(
+        &w.couch,
+        &[&token_app, "apple"],
+        json!({
+            "auth_type": "token", "team_id": pki().team_id, "key_id": pki().key_id,
+            "host": apns.base_url()
+        }),
+    )
+    .await;
+    let fcm_app = app_id("sfcm");
+    set_config(
+        &w.couch,
+        &[&fcm_app, "firebase_v1"],
+        json!({"service_account": sa}),
+    )
+    .await;
+    // A broken certificate too: its error path must not echo the PEM either.
+    let broken_app = app_id("sbroken");
+    let broken = format!(
+        "{}\n-----BEGIN PRIVATE KEY-----\nnot base64 at all\n",
+        pki().client(ClientVariant::Pkcs8).pem
+    );
+    set_config(
+        &w.couch,
+        &[&broken_app, "apple"],
+        json!({"certificate": broken, "host": apns.base_url()}),
+    )
+    .await;
+
+    let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("secrets-{}.log", rand_hex(6)));
+    let child = w.start_binary(&log, "trace").await;
+    let (reply_to, mut replies) = reply_queue(&w).await;
+    let mut requests = vec![];
+    for (app, _) in &cert_apps {
+        requests.push(push_req(app, "apple", "5ec0"));
+    }
+    requests.push(push_req(&token_app, "apple", "5ec1"));
+    requests.push(push_req(&token_app, "apple", "5ec2"));
+    requests.push(push_req(&fcm_app, "firebase", "5ec3"));
+    requests.push(push_req(&fcm_app, "firebase", "5ec4"));
+    requests.push(push_req(&broken_app, "apple", "5ec5"));
+    let mut statuses = vec![];
+    for mut body in requests {
+        body["Pusher-Reply-To"] = json!(reply_to);
+        publish_push(&w, &body).await;
+        statuses.push(next_reply(&mut replies).await["Status"].clone());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "delivered").count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&json!("no_credentials")));
+
+    // Everything that must never be logged.
+    let mut secrets: Vec<String> = vec![];
+    for (_, v) in &cert_apps {
+        secrets.extend(pem_body_lines(&pki().client(*v).pem));
+    }
+    secrets.extend(pem_body_lines(&pki().p8_pem));
+    secrets.extend(pem_body_lines(&pki().sa_private_key_pem));
+    let bearers: Vec<String> = apns
+        .received()
+        .iter()
+        .filter_map(|r| r.header("authorization").map(str::to_string))
+        .collect();
+    assert!(!bearers.is_empty(), "token auth was used");
+    for b in &bearers {
+        let jwt = b
+            .trim_start_matches("bearer ")
+            .trim_start_matches("Bearer ");
+        secrets.push(jwt.to_string());
+        secrets.extend(jwt.rsplit('.').next().map(str::to_string));
+    }
+    let access = fcm.live_token_values();
+    assert!(!access.is_empty(), "an OAuth token was issued");
+    secrets.extend(access);
+    let status = w.stop_binary(child).await;
+    assert!(status.success(), "{status}");
+
+    let text = std::fs::read_to_string(&log).expect("read log");
+    assert!(
+        text.lines().count() > 100,
+        "trace logging was on: {} lines",
+        text.lines().count()
+    );
+    assert!(text.contains("push delivered"), "the pushes are in the log");
+    let leaks: Vec<&String> = secrets
+        .iter()
+        .filter(|s| text.contains(s.as_str()))
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "{} secret(s) in {}",
+        leaks.len(),
+        log.display()
+    );
+    for marker in ["PRIVATE KEY", "BEGIN CERTIFICATE", "private_key\"", "eyJ"] {
+        assert!(!text.contains(marker), "{marker:?} in {}", log.display());
+    }
+    let _ = std::fs::remove_file(&log);
 }
