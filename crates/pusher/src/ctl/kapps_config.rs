@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 use super::{CtlError, Ctx, Report, Result, failed, validate};
 use crate::config::{PUSHER_CATEGORY, SYSTEM_CONFIG_DB};
 
+/// Start of the message of an edit refused by validation.
+const REFUSED: &str = "refused, nothing written";
+
 /// How many 409s a write absorbs before giving up.
 const MAX_CONFLICTS: u32 = 10;
 
@@ -80,6 +83,41 @@ pub async fn set(
 ) -> Result<Report> {
     check_category(cat)?;
     let path = key_path(key)?;
+    // sup passes every value as a string; Kazoo's typed getters convert on read. Where
+    // the `pusher` schema wants a boolean or a number, store the typed value instead, so
+    // pusherd reads what the operator meant.
+    let typed = match &value {
+        Value::String(s) if cat == PUSHER_CATEGORY => serde_json::from_str::<Value>(s)
+            .ok()
+            .filter(|v| v.is_boolean() || v.is_number()),
+        _ => None,
+    };
+    match write_value(ctx, cat, &path, value, scope).await {
+        Err(CtlError::Failed(msg)) if msg.starts_with(REFUSED) && typed.is_some() => {
+            let typed = typed.unwrap_or_default();
+            let shown = typed.to_string();
+            let mut report = write_value(ctx, cat, &path, typed, scope).await?;
+            report.warnings.push(format!(
+                "stored {shown} as a JSON {} (the schema does not accept a string there)",
+                if shown == "true" || shown == "false" {
+                    "boolean"
+                } else {
+                    "number"
+                }
+            ));
+            Ok(report)
+        }
+        other => other,
+    }
+}
+
+async fn write_value(
+    ctx: &Ctx<'_>,
+    cat: &str,
+    path: &[&str],
+    value: Value,
+    scope: Scope<'_>,
+) -> Result<Report> {
     let mut written = String::new();
     let warnings = update_category(&ctx.couch, cat, |doc| {
         let scope_key = match scope {
@@ -162,10 +200,7 @@ where
             let written: Vec<&str> = written.iter().map(String::as_str).collect();
             let verdict = validate::check_pusher_edit(&before, &doc, &written);
             if !verdict.errors.is_empty() {
-                return Err(failed(format!(
-                    "refused, nothing written: {}",
-                    verdict.errors.join("; ")
-                )));
+                return Err(failed(format!("{REFUSED}: {}", verdict.errors.join("; "))));
             }
             warnings = verdict.warnings;
         }
