@@ -880,3 +880,71 @@ async fn push_fails_clearly_without_pusherd_or_push_object() {
     assert!(out.stderr.contains("no device dev-missing"), "{out:?}");
     assert!(mock.received().is_empty());
 }
+
+/// A consumer of the shared queue that never answers (an Erlang pusher, or a pusherd
+/// without reply support): `push` gives up after the deadline + 5 s with a clear verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_times_out_when_the_consumer_never_replies() {
+    use futures_util::StreamExt as _;
+
+    let mock = MockApns::start(ApnsMockConfig::from_pki(pki()))
+        .await
+        .expect("mock APNs");
+    let (w, app) = push_world(&mock).await;
+    put_push_device(&w, "dev-ok", &app, "0a1b2c3d4e5f").await;
+    let conn = pusher_io::amqp::connect(&w.vhost.uri(), "it-silent-pusher")
+        .await
+        .expect("connect");
+    let channel = conn.create_channel().await.expect("channel");
+    pusher_io::amqp::declare_topology(&channel)
+        .await
+        .expect("topology");
+    let mut consumer = pusher_io::amqp::consume(&channel, 10, "silent")
+        .await
+        .expect("consume");
+    let silent = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some(Ok(d)) = consumer.next().await {
+            seen.push(serde_json::from_slice::<Value>(&d.data).unwrap_or(Value::Null));
+            let _ = d
+                .acker
+                .ack(lapin::options::BasicAckOptions::default())
+                .await;
+        }
+        seen
+    });
+
+    let ctl = Ctl::new()
+        .with("PUSHER_AMQP_URI", w.vhost.uri())
+        .with("PUSHER_PUSH_DEADLINE_MS", "1000");
+    let started = std::time::Instant::now();
+    let out = ctl
+        .run(&["pusher_maintenance", "push", &w.account_id, "dev-ok"])
+        .await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("timeout: no reply from pusherd"),
+        "{out:?}"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(6) && waited < Duration::from_secs(15),
+        "{waited:?}"
+    );
+
+    let _ = conn.close(200, "done".into()).await;
+    let seen = silent.await.expect("consumer task");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    // What went over the wire: Kamailio's push_req plus the reply queue.
+    let req = &seen[0];
+    assert_eq!(req["Event-Name"], "push_req");
+    assert_eq!(req["Token-App"], json!(app));
+    assert_eq!(req["Token-ID"], "0a1b2c3d4e5f");
+    assert!(
+        req["Pusher-Reply-To"]
+            .as_str()
+            .is_some_and(|q| q.starts_with("amq.gen-")),
+        "{req}"
+    );
+    assert!(mock.received().is_empty());
+}
