@@ -8,7 +8,11 @@
 //!
 //! The config is operator-written, so [`UserAgentRules::compile`] keeps every valid
 //! rule and reports each bad one as a [`RuleError`]; patterns are size-limited and run
-//! with a backtrack limit so one rule cannot stall the consumer.
+//! with a backtrack limit so one rule cannot stall the consumer. The backtrack limit
+//! does not bound everything: an unanchored search retries at every start position and
+//! look-arounds rescan the text, so some patterns cost O(n²) or worse in the length of
+//! the User-Agent without ever backtracking much. Only the first
+//! [`MAX_USER_AGENT_BYTES`] of a User-Agent are therefore matched.
 
 use fancy_regex::{Regex, RegexBuilder};
 use serde_json::Value;
@@ -21,6 +25,12 @@ pub const MAX_PATTERN_CHARS: usize = 4096;
 
 /// Backtracking steps allowed per match attempt before it is abandoned.
 pub const BACKTRACK_LIMIT: usize = 100_000;
+
+/// Longest prefix of a User-Agent that rules are matched against, in bytes (cut on a
+/// character boundary). Real User-Agents are well under 300 bytes; without this cap a
+/// 200 kB User-Agent held a handler for minutes on a look-around rule such as
+/// `(?=(a*)*$)\1b` (found by the hostile-input corpus).
+pub const MAX_USER_AGENT_BYTES: usize = 1024;
 
 /// A problem with one rule, or with the `User-Agents` value itself.
 ///
@@ -146,10 +156,12 @@ impl UserAgentRules {
         (UserAgentRules { rules }, errors)
     }
 
-    /// First rule (in stored order) whose regex is found anywhere in `user_agent`.
+    /// First rule (in stored order) whose regex is found anywhere in `user_agent`
+    /// (its first [`MAX_USER_AGENT_BYTES`]).
     ///
     /// A rule whose match attempt fails is skipped and reported in `errors`.
     pub fn first_match(&self, user_agent: &str) -> MatchResult<'_> {
+        let user_agent = bounded_prefix(user_agent, MAX_USER_AGENT_BYTES);
         let mut errors = Vec::new();
         for rule in &self.rules {
             match rule.regex.is_match(user_agent) {
@@ -183,6 +195,18 @@ impl UserAgentRules {
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+fn bounded_prefix(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 fn compile_rule(key: &str, rule: &Value, errors: &mut Vec<RuleError>) -> Option<Rule> {
@@ -274,6 +298,40 @@ mod tests {
     use super::*;
     use serde_json::json;
     use std::time::{Duration, Instant};
+
+    /// Regression (hostile corpus, case `ua-long-200k-a`): a look-around rule costs
+    /// O(n²) on a long User-Agent without hitting the backtrack limit; 200 kB took
+    /// minutes. Only the first `MAX_USER_AGENT_BYTES` are matched now.
+    #[test]
+    fn long_user_agent_cannot_stall_a_quadratic_rule() {
+        let (rules, errors) = UserAgentRules::compile(&json!({
+            "slow": {"regex": "(?=(a*)*$)\\1b"},
+            "lookbehind": {"regex": "(?<=a+)b"},
+            "tail": {"regex": "TAIL$"}
+        }));
+        assert!(errors.is_empty(), "{errors:?}");
+        let ua = "a".repeat(200_000) + "TAIL";
+        let started = Instant::now();
+        let found = rules.first_match(&ua);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(found.rule.is_none(), "the tail beyond the cap is not seen");
+        assert!(rules.first_match("aaaTAIL").rule.is_some());
+    }
+
+    #[test]
+    fn user_agent_is_cut_on_a_char_boundary() {
+        let (rules, _) = UserAgentRules::compile(&json!({"e": {"regex": "^é+$"}}));
+        // 1024 is inside the 513th 'é' (2 bytes each, after one ASCII byte).
+        let ua = format!("x{}", "é".repeat(600));
+        assert!(rules.first_match(&ua).rule.is_none());
+        let ua = "é".repeat(600);
+        assert_eq!(bounded_prefix(&ua, MAX_USER_AGENT_BYTES).len(), 1024);
+        assert!(rules.first_match(&ua).rule.is_some());
+    }
 
     fn my_app() -> Value {
         json!({"MyApp": {
