@@ -117,7 +117,8 @@ pub enum RegDecision {
         /// Rule key, or [`RFC8599_RULE`].
         rule: String,
     },
-    /// `Account-ID` or `Authorizing-ID` is missing, or the account id is invalid.
+    /// `Account-ID` or `Authorizing-ID` is missing, the account id is invalid, or the
+    /// device id is a reserved CouchDB id (`_design/…`, `_all_docs`, …).
     MissingIds,
     /// Update device `device_id` in database `account_db`.
     Update {
@@ -273,6 +274,15 @@ fn update_device(
     let (Some(account_id), Some(device_id)) = (&reg.account_id, &reg.authorizing_id) else {
         return RegDecision::MissingIds;
     };
+    // `_`-prefixed ids are CouchDB's own (`_design/…`, `_local/…`, `_all_docs`,
+    // `_changes`): never a device, and a design doc must not get a `push` key.
+    if device_id.starts_with('_') {
+        warnings.push(format!(
+            "Authorizing-ID {:?} is a reserved CouchDB id, not a device",
+            device_id.chars().take(80).collect::<String>()
+        ));
+        return RegDecision::MissingIds;
+    }
     match account_db(account_id) {
         Ok(account_db) => RegDecision::Update {
             account_db,
@@ -694,6 +704,30 @@ mod tests {
         assert_eq!(decision, RegDecision::MissingIds);
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("not-an-id"), "{warnings:?}");
+    }
+
+    /// Regression (hostile corpus, `reg-authorizing-id-all-docs` and
+    /// `reg-authorizing-id-design-doc`): a `_`-prefixed Authorizing-ID made the service
+    /// read `_all_docs` and try to write it back, and would have put a `push` key into
+    /// an account's `_design/…` doc.
+    #[test]
+    fn reserved_couchdb_ids_are_not_devices() {
+        for id in ["_all_docs", "_design/devices", "_local/x", "_changes", "_"] {
+            let mut body = fixture_with_ids(0);
+            body["Custom-Channel-Vars"]["Authorizing-ID"] = json!(id);
+            let (decision, warnings) = decide(&reg(body), &rules(), false);
+            assert_eq!(decision, RegDecision::MissingIds, "{id}");
+            assert!(
+                warnings.iter().any(|w| w.contains("reserved CouchDB id")),
+                "{id}: {warnings:?}"
+            );
+        }
+        let mut body = fixture_with_ids(0);
+        body["Custom-Channel-Vars"]["Authorizing-ID"] = json!("dev_1");
+        assert!(matches!(
+            decide(&reg(body), &rules(), false).0,
+            RegDecision::Update { .. }
+        ));
     }
 
     #[test]
