@@ -51,9 +51,37 @@ pub fn apply_overrides(body: &mut Value, overrides: &[String]) -> anyhow::Result
     Ok(())
 }
 
+/// The routing key Kamailio would use for `body`: `push_req` keys carry the token
+/// (`notification.push.<Token-Type>.<Token-ID>`, not encoded, spec §3.3), so they follow
+/// overridden token fields; other events keep the captured key.
+pub fn routing_key_for(captured: &Captured) -> String {
+    let b = &captured.body;
+    match (
+        b["Event-Name"].as_str(),
+        b["Token-Type"].as_str(),
+        b["Token-ID"].as_str(),
+    ) {
+        (Some("push_req"), Some(t), Some(id)) => format!("notification.push.{t}.{id}"),
+        _ => captured.routing_key.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_req_routing_key_follows_the_token() {
+        let mut c = pick(LINES, "push_req", 0).unwrap();
+        apply_overrides(
+            &mut c.body,
+            &["Token-Type=firebase".into(), "Token-ID=t1".into()],
+        )
+        .unwrap();
+        assert_eq!(routing_key_for(&c), "notification.push.firebase.t1");
+        let r = pick(LINES, "reg_success", 0).unwrap();
+        assert_eq!(routing_key_for(&r), "r.1");
+    }
 
     const LINES: &str = r#"{"exchange":"registrar","routing_key":"r.1","body":{"Event-Name":"reg_success","n":1}}
 {"exchange":"pushes","routing_key":"p.1","body":{"Event-Name":"push_req"}}

@@ -35,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.fixture)?;
     let mut msg = pusher_sandbox::replay::pick(&text, &args.event, args.index)?;
     pusher_sandbox::replay::apply_overrides(&mut msg.body, &args.set)?;
+    msg.routing_key = pusher_sandbox::replay::routing_key_for(&msg);
     let body = serde_json::to_vec(&msg.body)?;
     let conn = pusher_io::amqp::connect(&args.amqp, "pusher-replay").await?;
     let publisher = pusher_io::amqp::Publisher::new(&conn).await?;
