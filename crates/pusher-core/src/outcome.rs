@@ -872,7 +872,12 @@ mod tests {
     }
     #[test]
     fn auth_reasons_are_recognised() {
-        for r in ["InvalidProviderToken", "BadCertificate", "SENDER_ID_MISMATCH", "HTTP 403"] {
+        for r in [
+            "InvalidProviderToken",
+            "BadCertificate",
+            "SENDER_ID_MISMATCH",
+            "HTTP 403",
+        ] {
             assert!(is_auth_reason(r), "{r}");
         }
         for r in ["BadTopic", "Unregistered", "UNAVAILABLE", "HTTP 500", ""] {

@@ -500,8 +500,15 @@ mod tests {
     }
     #[test]
     fn reply_to_is_opt_in_and_validated() {
-        assert_eq!(reply_to(&fixture_body()), None, "Kamailio never asks for a reply");
-        assert_eq!(reply_to(&json!({"Pusher-Reply-To": "amq.gen-x"})), Some("amq.gen-x"));
+        assert_eq!(
+            reply_to(&fixture_body()),
+            None,
+            "Kamailio never asks for a reply"
+        );
+        assert_eq!(
+            reply_to(&json!({"Pusher-Reply-To": "amq.gen-x"})),
+            Some("amq.gen-x")
+        );
         for bad in [json!(""), json!(7), json!("a\nb"), json!("q".repeat(256))] {
             assert_eq!(reply_to(&json!({ "Pusher-Reply-To": bad })), None);
         }
@@ -522,6 +529,9 @@ mod tests {
         assert_eq!(r["Token-App"], "org.myorg.myapp");
         assert_eq!(r["Status"], "delivered");
         assert_eq!(r["Elapsed-Ms"], 12);
-        assert_eq!(push_resp(&json!({}), &verdict, "n", "v")["Msg-ID"], Value::Null);
+        assert_eq!(
+            push_resp(&json!({}), &verdict, "n", "v")["Msg-ID"],
+            Value::Null
+        );
     }
 }

@@ -188,12 +188,13 @@ impl Dispatcher {
             Event::PushReq => {
                 let reply_to = push_req::reply_to(&body).map(str::to_string);
                 let (outcome, disposition) = self.push_req(&body, received).await;
-                let reply = reply_to
-                    .filter(|_| disposition == Disposition::Ack)
-                    .map(|routing_key| Reply {
-                        body: self.push_resp(&body, &outcome, received),
-                        routing_key,
-                    });
+                let reply =
+                    reply_to
+                        .filter(|_| disposition == Disposition::Ack)
+                        .map(|routing_key| Reply {
+                            body: self.push_resp(&body, &outcome, received),
+                            routing_key,
+                        });
                 Handled { disposition, reply }
             }
             Event::Other { category, name } => {
