@@ -4,6 +4,7 @@
 mod binary;
 mod config_reload;
 mod ctl;
+mod faults;
 mod helpers;
 mod hostile;
 mod kamailio;
