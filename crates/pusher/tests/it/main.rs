@@ -12,4 +12,5 @@ mod lifecycle;
 mod push;
 mod reg_success;
 mod schemas;
+mod settings_cli;
 mod topology;
