@@ -30,7 +30,10 @@ fn check_apns(req: &PushReq, cfg: &ApnsAppConfig) {
     assert_eq!(built.header("apns-topic"), Some(built.topic.as_str()));
     for (name, value) in &built.headers {
         assert!(name.starts_with("apns-"));
-        assert!(value.bytes().all(|b| b.is_ascii_graphic()), "{name}: {value:?}");
+        assert!(
+            value.bytes().all(|b| b.is_ascii_graphic()),
+            "{name}: {value:?}"
+        );
     }
     let body: Value = serde_json::from_slice(&built.body).expect("APNs body is JSON");
     assert!(body.is_object());
@@ -45,7 +48,10 @@ fn check_fcm(req: &PushReq, envelope: &Value) {
     assert!(!inner.contains_key("topic") && !inner.contains_key("condition"));
     let data = inner["data"].as_object().expect("data object");
     assert!(data.values().all(Value::is_string), "non-string data value");
-    assert!(data.keys().all(|k| !fcm::is_reserved_key(k)), "reserved data key");
+    assert!(
+        data.keys().all(|k| !fcm::is_reserved_key(k)),
+        "reserved data key"
+    );
     assert!(msg["message"].to_string().len() <= MAX_MESSAGE);
 }
 

@@ -54,15 +54,19 @@ fuzz_target!(|data: &[u8]| {
                 let mut once = original.clone();
                 apply_update(&mut once, &update);
                 let mut twice = once.clone();
-                assert!(!apply_update(&mut twice, &update), "second apply changed the doc");
+                assert!(
+                    !apply_update(&mut twice, &update),
+                    "second apply changed the doc"
+                );
                 assert_eq!(once, twice);
                 for key in ["_id", "name"] {
                     assert_eq!(once[key], original[key], "apply_update touched {key}");
                 }
                 if let Some(push) = once.get(PUSH_KEY) {
-                    assert!(push.as_object().is_some_and(|p| p
-                        .values()
-                        .all(Value::is_string)));
+                    assert!(
+                        push.as_object()
+                            .is_some_and(|p| p.values().all(Value::is_string))
+                    );
                 }
             }
         }

@@ -51,7 +51,10 @@ fuzz_target!(|data: &[u8]| {
             exercise(&doc, text);
         }
         Err(_) => {
-            exercise(&json!({"fuzz": {"regex": text, "properties": {"Token-ID": "pn-tok"}}}), text);
+            exercise(
+                &json!({"fuzz": {"regex": text, "properties": {"Token-ID": "pn-tok"}}}),
+                text,
+            );
         }
     }
 });
