@@ -22,6 +22,7 @@ pub mod contact;
 pub mod envelope;
 pub mod fcm;
 pub mod kapps_config;
+pub mod kazoo_ini;
 pub mod outcome;
 pub mod push_req;
 pub mod reg_success;
