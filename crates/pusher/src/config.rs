@@ -18,6 +18,8 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::state::State;
+
 /// Database of Kazoo's system config documents.
 pub const SYSTEM_CONFIG_DB: &str = "system_config";
 /// Doc id (category) of the pusher config.
@@ -34,6 +36,9 @@ pub struct PusherConfig {
     pub rules: UserAgentRules,
     /// `rfc8599` resolved node → zone → default (default false).
     pub rfc8599: bool,
+    /// `(scope, not-after as Unix seconds)` of each readable `<scope>.apple.certificate`,
+    /// for the expiry gauge.
+    pub apns_cert_not_after: Vec<(String, i64)>,
 }
 
 impl PusherConfig {
@@ -57,13 +62,29 @@ impl PusherConfig {
             .node_value(node, zone, &["rfc8599"])
             .and_then(pusher_core::kapps_config::to_boolean)
             .unwrap_or(false);
+        let apns_cert_not_after = apns_certificates(&doc);
         Self {
             doc,
             rev,
             rules,
             rfc8599,
+            apns_cert_not_after,
         }
     }
+}
+
+/// Not-after dates of the APNs certificates stored in the doc, by top-level scope.
+fn apns_certificates(doc: &ConfigDoc) -> Vec<(String, i64)> {
+    let Some(map) = doc.raw().as_object() else {
+        return Vec::new();
+    };
+    map.iter()
+        .filter_map(|(scope, v)| {
+            let pem = v.get("apple")?.get("certificate")?.as_str()?;
+            let not_after = crate::ctl::credentials::certificate_not_after(pem)?;
+            Some((scope.clone(), not_after))
+        })
+        .collect()
 }
 
 /// Read side of the live config: `None` until the first successful load.
@@ -88,12 +109,13 @@ pub fn spawn_watcher(
     couch: CouchClient,
     node: String,
     zone: String,
+    state: Arc<State>,
     cancel: CancellationToken,
 ) -> ConfigReceiver {
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
         tokio::select! {
-            () = watch_loop(&couch, &node, &zone, &tx) => {}
+            () = watch_loop(&couch, &node, &zone, &tx, &state) => {}
             () = cancel.cancelled() => {}
         }
     });
@@ -105,6 +127,7 @@ async fn watch_loop(
     node: &str,
     zone: &str,
     tx: &watch::Sender<Option<Arc<PusherConfig>>>,
+    state: &State,
 ) {
     const LONGPOLL: Duration = Duration::from_secs(25);
     const MISSING_DB_POLL: Duration = Duration::from_millis(500);
@@ -120,7 +143,7 @@ async fn watch_loop(
                     .await?
                     .and_then(|info| info.get("update_seq").cloned());
                 let cfg = load(couch, node, zone).await?;
-                publish(tx, cfg);
+                publish(tx, cfg, state);
                 since = seq;
                 if since.is_none() {
                     tokio::time::sleep(MISSING_DB_POLL).await;
@@ -135,7 +158,7 @@ async fn watch_loop(
                 Some(batch) => {
                     if batch.ids.iter().any(|id| id == PUSHER_CATEGORY) {
                         let cfg = load(couch, node, zone).await?;
-                        publish(tx, cfg);
+                        publish(tx, cfg, state);
                     }
                     since = Some(batch.last_seq);
                 }
@@ -145,6 +168,9 @@ async fn watch_loop(
         match step.await {
             Ok(()) => backoff = Duration::from_millis(250),
             Err(e) => {
+                if e.is_transient() {
+                    state.set_couch_reachable(false);
+                }
                 tracing::warn!(error.message = %e, retry_in_ms = backoff.as_millis() as u64,
                     "cannot read system_config/pusher; keeping the last good version");
                 tokio::time::sleep(backoff).await;
@@ -155,9 +181,14 @@ async fn watch_loop(
     }
 }
 
-fn publish(tx: &watch::Sender<Option<Arc<PusherConfig>>>, cfg: PusherConfig) {
+fn publish(tx: &watch::Sender<Option<Arc<PusherConfig>>>, cfg: PusherConfig, state: &State) {
+    state.set_couch_reachable(true);
     let changed = tx.borrow().as_ref().is_none_or(|old| old.rev != cfg.rev);
     if changed {
+        state
+            .metrics
+            .config_reloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(config_rev = %cfg.rev, user_agent_rules = cfg.rules.len(),
             rfc8599 = cfg.rfc8599, "system_config/pusher loaded");
     }
@@ -188,6 +219,21 @@ mod tests {
         let elsewhere = PusherConfig::compile(doc, "pusher@n2", "east");
         assert_eq!(elsewhere.rules.rules()[0].key, "A");
         assert!(!elsewhere.rfc8599);
+    }
+
+    #[test]
+    fn apns_certificate_dates_are_read_per_scope() {
+        let pki = crate::ctl::credentials::tests_support::pki();
+        let pem = &pki.client(pusher_sandbox::pki::ClientVariant::Pkcs8).pem;
+        let doc = json!({
+            "org.a": {"apple": {"certificate": pem}},
+            "org.b": {"apple": {"certificate": "not a pem"}},
+            "org.c": {"firebase": {"api_key": "x"}}
+        });
+        let cfg = PusherConfig::compile(doc, "n", "z");
+        assert_eq!(cfg.apns_cert_not_after.len(), 1);
+        assert_eq!(cfg.apns_cert_not_after[0].0, "org.a");
+        assert!(cfg.apns_cert_not_after[0].1 > 1_700_000_000);
     }
 
     #[test]

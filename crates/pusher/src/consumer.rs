@@ -9,6 +9,7 @@
 //! connection are closed, which returns anything still unacked to the queue.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -114,8 +115,9 @@ async fn session(
                     };
                     let dispatcher = dispatcher.clone();
                     let channel = channel.clone();
+                    let state = state.clone();
                     tracker.spawn(async move {
-                        handle_delivery(delivery, &dispatcher, &channel).await;
+                        handle_delivery(delivery, &dispatcher, &channel, &state).await;
                         drop(permit);
                     });
                 }
@@ -155,7 +157,14 @@ async fn session(
     result
 }
 
-async fn handle_delivery(delivery: Delivery, dispatcher: &Dispatcher, channel: &Channel) {
+async fn handle_delivery(
+    delivery: Delivery,
+    dispatcher: &Dispatcher,
+    channel: &Channel,
+    state: &State,
+) {
+    let m = &state.metrics;
+    m.messages_in_flight.fetch_add(1, Ordering::Relaxed);
     let Delivery {
         routing_key,
         properties,
@@ -176,6 +185,11 @@ async fn handle_delivery(delivery: Delivery, dispatcher: &Dispatcher, channel: &
     if let Some(reply) = &handled.reply {
         publish_reply(channel, reply).await;
     }
+    m.settled.inc(&[match handled.disposition {
+        Disposition::Ack => "ack",
+        Disposition::Requeue => "requeue",
+    }]);
+    m.messages_in_flight.fetch_sub(1, Ordering::Relaxed);
     let settled = match handled.disposition {
         Disposition::Ack => acker.ack(BasicAckOptions::default()).await,
         Disposition::Requeue => {

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigReceiver, PusherConfig};
 use crate::push::{PushOutcome, Pusher};
+use crate::state::State;
 use crate::tokens::TokenIndex;
 
 /// How many 409s a device update absorbs before it counts as a transient failure.
@@ -143,6 +144,7 @@ pub struct Dispatcher {
     cancel: CancellationToken,
     pusher: Arc<Pusher>,
     tokens: Arc<TokenIndex>,
+    state: Arc<State>,
     node: Arc<str>,
 }
 
@@ -156,6 +158,7 @@ impl Dispatcher {
         cancel: CancellationToken,
         pusher: Arc<Pusher>,
         tokens: Arc<TokenIndex>,
+        state: Arc<State>,
         node: &str,
     ) -> Self {
         Self {
@@ -165,6 +168,7 @@ impl Dispatcher {
             cancel,
             pusher,
             tokens,
+            state,
             node: node.into(),
         }
     }
@@ -179,13 +183,21 @@ impl Dispatcher {
         ) {
             Ok(v) => v,
             Err(e) => {
+                self.state.metrics.consumed.inc(&["undecodable"]);
                 log_undecodable(msg, &e);
                 return Disposition::Ack.into();
             }
         };
+        let m = &self.state.metrics;
         match envelope::classify(&body) {
-            Event::RegSuccess => self.reg_success(body).await.1.into(),
+            Event::RegSuccess => {
+                m.consumed.inc(&["reg_success"]);
+                let (outcome, disposition) = self.reg_success(body).await;
+                m.reg_success.inc(&[outcome.as_str()]);
+                disposition.into()
+            }
             Event::PushReq => {
+                m.consumed.inc(&["push_req"]);
                 let reply_to = push_req::reply_to(&body).map(str::to_string);
                 let (outcome, disposition) = self.push_req(&body, received).await;
                 let reply =
@@ -198,6 +210,7 @@ impl Dispatcher {
                 Handled { disposition, reply }
             }
             Event::Other { category, name } => {
+                m.consumed.inc(&["other"]);
                 tracing::info!(
                     messaging.routing_key = %msg.routing_key,
                     event.category = %short(&category, 64),

@@ -1,14 +1,18 @@
-//! `/health` (liveness: the process answers) and `/ready` (200 only while consuming).
+//! `/health` (liveness: the process answers), `/ready` (200 only while consuming the
+//! shared queue with CouchDB reachable; the JSON body says which dependency is not) and
+//! `/metrics` (Prometheus text format).
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State as AxState;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
 
 use crate::config::ConfigReceiver;
+use crate::metrics::Snapshot;
 use crate::state::State;
 
 #[derive(Clone)]
@@ -22,6 +26,7 @@ pub fn router(state: Arc<State>, config: ConfigReceiver) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(Ctx { state, config })
 }
 
@@ -31,17 +36,47 @@ async fn health() -> (StatusCode, axum::Json<serde_json::Value>) {
 
 async fn ready(AxState(ctx): AxState<Ctx>) -> (StatusCode, axum::Json<serde_json::Value>) {
     let consuming = ctx.state.consuming();
+    let couch = ctx.state.couch_reachable();
     let config = ctx.config.borrow().as_ref().map(|c| c.rev.clone());
-    let code = if consuming {
+    let ready = consuming && couch;
+    let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = json!({
-        "ready": consuming,
+        "ready": ready,
         "amqp": if consuming { "consuming" } else { "not consuming" },
+        "couchdb": if couch { "reachable" } else { "unreachable" },
         "config": match &config { Some(_) => "loaded", None => "not loaded yet" },
         "config_rev": config,
     });
     (code, axum::Json(body))
+}
+
+async fn metrics(AxState(ctx): AxState<Ctx>) -> impl IntoResponse {
+    let config = ctx.config.borrow().clone();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let snap = Snapshot {
+        amqp_connected: ctx.state.consuming(),
+        couch_reachable: ctx.state.couch_reachable(),
+        config_loaded: config.is_some(),
+        cert_expiry: config
+            .map(|c| {
+                c.apns_cert_not_after
+                    .iter()
+                    .map(|(app, not_after)| (app.clone(), not_after - now))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        ctx.state.metrics.render(&snap),
+    )
 }

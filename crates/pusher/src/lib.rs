@@ -14,6 +14,7 @@ pub mod consumer;
 pub mod ctl;
 pub mod handler;
 pub mod http;
+pub mod metrics;
 pub mod push;
 pub mod settings;
 pub mod state;
@@ -46,13 +47,19 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     // The watcher must outlive the drain (in-flight handlers read the config), so it has
     // its own token, cancelled last.
     let background = CancellationToken::new();
+    let state = Arc::new(State::default());
     let config = config::spawn_watcher(
         couch.clone(),
         settings.node.clone(),
         settings.zone.clone(),
+        state.clone(),
         background.clone(),
     );
-    let state = Arc::new(State::default());
+    tokio::spawn(check_couch(
+        couch.clone(),
+        state.clone(),
+        background.clone(),
+    ));
 
     let mut http_addr = None;
     let mut http_task = None;
@@ -83,6 +90,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         settings.zone.clone(),
         settings.push.clone(),
         tokens.clone(),
+        state.clone(),
         shutdown.clone(),
     ));
     let dispatcher = handler::Dispatcher::new(
@@ -92,6 +100,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         shutdown.clone(),
         pusher,
         tokens,
+        state.clone(),
         &settings.node,
     );
     let consumer_settings = consumer::ConsumerSettings {
@@ -110,6 +119,29 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         tracing::info!("pusherd stopped");
     });
     Ok(Running { http_addr, handle })
+}
+
+/// Keeps `State::couch_reachable` current: a cheap request every 5 s (1 s while down).
+async fn check_couch(couch: CouchClient, state: Arc<State>, stop: CancellationToken) {
+    loop {
+        let ok = matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(2), couch.ping()).await,
+            Ok(Ok(_))
+        );
+        if ok != state.couch_reachable() {
+            if ok {
+                tracing::info!("CouchDB reachable");
+            } else {
+                tracing::warn!("CouchDB unreachable");
+            }
+        }
+        state.set_couch_reachable(ok);
+        let wait = std::time::Duration::from_secs(if ok { 5 } else { 1 });
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Runs the service until `shutdown` fires and everything has drained.

@@ -10,6 +10,7 @@
 //! total, so one slow app cannot starve the others.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +27,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{PUSHER_CATEGORY, PusherConfig, SYSTEM_CONFIG_DB};
+use crate::state::State;
 use crate::tokens::TokenIndex;
 
 /// Name of the `.p8` attachment on `system_config/pusher` (Kazoo 5).
@@ -125,6 +127,7 @@ pub struct Pusher {
     zone: String,
     settings: PushSettings,
     tokens: Arc<TokenIndex>,
+    state: Arc<State>,
     cancel: CancellationToken,
     apns_clients: Mutex<HashMap<String, (String, Arc<apns::Client>)>>,
     fcm_clients: tokio::sync::Mutex<HashMap<String, (String, Arc<fcm::Client>)>>,
@@ -176,6 +179,7 @@ impl Pusher {
         zone: String,
         settings: PushSettings,
         tokens: Arc<TokenIndex>,
+        state: Arc<State>,
         cancel: CancellationToken,
     ) -> Self {
         let total = Arc::new(Semaphore::new(settings.total_in_flight.max(1)));
@@ -184,6 +188,7 @@ impl Pusher {
             zone,
             settings,
             tokens,
+            state,
             cancel,
             apns_clients: Mutex::new(HashMap::new()),
             fcm_clients: tokio::sync::Mutex::new(HashMap::new()),
@@ -210,6 +215,9 @@ impl Pusher {
                 let msg_id = body.get("Msg-ID").and_then(|v| v.as_str()).unwrap_or("");
                 tracing::warn!(msg_id,
                     error.message = %e, "push_req unusable; dropped");
+                self.state
+                    .metrics
+                    .push_done("none", "other", "dropped", received.elapsed());
                 return PushOutcome::Dropped(e.to_string());
             }
         };
@@ -220,8 +228,23 @@ impl Pusher {
         let kind = req.token_type.as_str();
         let span = tracing::info_span!("push", call_id = %call_id, msg_id = %msg_id, app = %app,
             token = %token, token_type = kind);
+        let metrics = &self.state.metrics;
+        let provider = provider_label(req.provider());
+        let configured = cfg.doc.raw().get(&app).is_some();
         let work = async move {
+            metrics.pushes_in_flight.fetch_add(1, Ordering::Relaxed);
             let outcome = self.push_inner(cfg, req, received).await;
+            metrics.pushes_in_flight.fetch_sub(1, Ordering::Relaxed);
+            let sent = !matches!(
+                outcome,
+                PushOutcome::Dropped(_) | PushOutcome::NoCredentials(_) | PushOutcome::Disabled
+            );
+            metrics.push_done(
+                if sent { provider } else { "none" },
+                crate::metrics::app_label(&app, configured),
+                outcome.label(),
+                received.elapsed(),
+            );
             let elapsed_ms = received.elapsed().as_millis() as u64;
             match &outcome {
                 PushOutcome::Delivered => tracing::info!(elapsed_ms, "push delivered"),
@@ -483,7 +506,14 @@ impl Pusher {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let outcome = match client.send(&request).await {
+            self.before_attempt(attempt, received);
+            let sent_at = Instant::now();
+            let result = client.send(&request).await;
+            self.state
+                .metrics
+                .provider_request
+                .observe(&["apns"], sent_at.elapsed());
+            let outcome = match result {
                 Ok(r) => outcome::classify_apns(r.status, &r.body, r.retry_after.as_deref()),
                 Err(apns::Error::Transport(e)) => Outcome::Retry {
                     reason: e.into(),
@@ -535,7 +565,14 @@ impl Pusher {
         let mut force = false;
         loop {
             attempt += 1;
-            let outcome = match client.send(&path, &message, force).await {
+            self.before_attempt(attempt, received);
+            let sent_at = Instant::now();
+            let result = client.send(&path, &message, force).await;
+            self.state
+                .metrics
+                .provider_request
+                .observe(&["fcm"], sent_at.elapsed());
+            let outcome = match result {
                 Ok(r) => outcome::classify_fcm(r.status, &r.body, r.retry_after.as_deref()),
                 Err(fcm::Error::Transport(e)) | Err(fcm::Error::Token(e)) => Outcome::Retry {
                     reason: e.into(),
@@ -563,6 +600,13 @@ impl Pusher {
                 Some(done) => return done,
                 None => continue,
             }
+        }
+    }
+
+    /// Records the dispatch latency (delivery → first request) before attempt 1.
+    fn before_attempt(&self, attempt: u32, received: Instant) {
+        if attempt == 1 {
+            self.state.metrics.dispatch.observe(received.elapsed());
         }
     }
 
@@ -596,6 +640,10 @@ impl Pusher {
                 } else {
                     false
                 };
+                if removed {
+                    let provider = provider_label(req.provider());
+                    self.state.metrics.dead_tokens_removed.inc(&[provider]);
+                }
                 Some(PushOutcome::DeadToken {
                     reason: reason.into_owned(),
                     removed,
@@ -619,12 +667,22 @@ impl Pusher {
                     )));
                 }
                 tracing::warn!(attempt, reason = %reason, retry_in_ms = delay.as_millis() as u64, "push attempt failed; retrying");
+                let provider = provider_label(req.provider());
+                self.state.metrics.push_retries.inc(&[provider]);
                 tokio::select! {
                     () = tokio::time::sleep(delay) => None,
                     () = self.cancel.cancelled() => Some(PushOutcome::Failed(format!("{reason} (shutting down)"))),
                 }
             }
         }
+    }
+}
+
+/// Metric label of a provider.
+fn provider_label(p: Provider) -> &'static str {
+    match p {
+        Provider::Apple => "apns",
+        Provider::Firebase => "fcm",
     }
 }
 

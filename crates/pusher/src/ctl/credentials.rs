@@ -440,21 +440,31 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Test credentials shared by the crate's unit tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use pusher_sandbox::pki::TestPki;
+    use std::sync::OnceLock;
+
+    /// One test PKI per user, reused across runs (generated on first use).
+    pub fn pki() -> &'static TestPki {
+        static PKI: OnceLock<TestPki> = OnceLock::new();
+        PKI.get_or_init(|| {
+            let dir = std::env::temp_dir().join("pusher-unit-pki");
+            TestPki::load_or_generate(&dir).expect("test PKI")
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use pusher_sandbox::pki::{ClientVariant, TestPki};
-    use std::sync::OnceLock;
 
     const NOW: i64 = 1_767_225_600; // 2026-01-01
 
     fn pki() -> &'static TestPki {
-        static PKI: OnceLock<TestPki> = OnceLock::new();
-        PKI.get_or_init(|| {
-            let dir =
-                std::env::temp_dir().join(format!("pusher-ctl-unit-pki-{}", std::process::id()));
-            TestPki::generate(&dir).expect("test PKI")
-        })
+        tests_support::pki()
     }
 
     fn cert_only(pem: &str) -> String {

@@ -721,3 +721,114 @@ async fn no_secret_reaches_the_logs_at_trace_level() {
     }
     let _ = std::fs::remove_file(&log);
 }
+
+/// The value of the first `/metrics` sample whose line starts with `prefix`.
+fn metric(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_ready_reflect_what_happened() {
+    let mock = apns_mock(Duration::ZERO).await;
+    let mut w = world(None).await;
+    let app = app_id("metrics");
+    set_apple_cert(&w, &app, ClientVariant::Pkcs8, &mock, json!({})).await;
+    w.set_rule("Harness", "^Linphone-Harness").await;
+    w.put_device("mdev", json!({})).await;
+    w.start().await;
+    let reg = w.reg_success(0, "mdev");
+    w.publish_reg(&reg).await;
+    w.wait_device("mdev", 10, |d| d.get("push").is_some()).await;
+    w.publish_reg(&reg).await; // unchanged
+    let mut other_ua = reg.clone();
+    other_ua["User-Agent"] = json!("Desk Phone 1.0");
+    w.publish_reg(&other_ua).await; // no rule
+    w.publish("registrar", "registration.success.x.y", b"{not json")
+        .await;
+    let (reply_to, mut replies) = reply_queue(&w).await;
+    for token in ["ab10", "dead10"] {
+        let mut body = push_req(&app, "apple", token);
+        body["Pusher-Reply-To"] = json!(reply_to);
+        publish_push(&w, &body).await;
+        next_reply(&mut replies).await;
+    }
+    w.wait_queue_drained().await;
+
+    let addr = w.http_addr.expect("http");
+    let resp = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("GET /metrics");
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = resp.text().await.expect("body");
+    let get = |p: &str| metric(&text, p).unwrap_or_else(|| panic!("{p} missing:\n{text}"));
+    assert_eq!(get("pusher_amqp_connected "), 1.0);
+    assert_eq!(get("pusher_couch_reachable "), 1.0);
+    assert_eq!(get("pusher_config_loaded "), 1.0);
+    assert_eq!(
+        get("pusher_messages_consumed_total{event=\"reg_success\"}"),
+        3.0
+    );
+    assert_eq!(
+        get("pusher_messages_consumed_total{event=\"push_req\"}"),
+        2.0
+    );
+    assert_eq!(
+        get("pusher_messages_consumed_total{event=\"undecodable\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("pusher_messages_settled_total{disposition=\"ack\"}"),
+        6.0
+    );
+    assert_eq!(get("pusher_messages_in_flight "), 0.0);
+    for outcome in ["updated", "unchanged", "no_rule"] {
+        assert_eq!(
+            get(&format!(
+                "pusher_reg_success_total{{outcome=\"{outcome}\"}}"
+            )),
+            1.0
+        );
+    }
+    for outcome in ["delivered", "dead_token"] {
+        let p =
+            format!("pusher_pushes_total{{provider=\"apns\",app=\"{app}\",outcome=\"{outcome}\"}}");
+        assert_eq!(get(&p), 1.0);
+    }
+    assert_eq!(get("pusher_pushes_in_flight "), 0.0);
+    assert_eq!(get("pusher_push_dispatch_seconds_count "), 2.0);
+    assert_eq!(
+        get("pusher_provider_request_seconds_count{provider=\"apns\"}"),
+        2.0
+    );
+    assert_eq!(
+        get("pusher_push_duration_seconds_count{provider=\"apns\"}"),
+        2.0
+    );
+    let expiry = get(&format!(
+        "pusher_apns_certificate_expiry_seconds{{app=\"{app}\"}}"
+    ));
+    assert!(
+        expiry > 86_400.0 * 365.0,
+        "the test certificate is long-lived: {expiry}"
+    );
+
+    let ready: Value = reqwest::get(format!("http://{addr}/ready"))
+        .await
+        .expect("ready")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["amqp"], "consuming");
+    assert_eq!(ready["couchdb"], "reachable");
+    w.stop().await;
+}

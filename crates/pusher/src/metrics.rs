@@ -1,0 +1,472 @@
+//! Prometheus metrics: a small registry of counters, gauges and histograms, rendered in
+//! the text exposition format (version 0.0.4) by `GET /metrics`.
+//!
+//! Hand-written rather than a metrics crate: the families are few and fixed, the hot
+//! path is one atomic add (plus a read-locked map lookup for labelled series), and the
+//! output is easy to test. Label values come from bounded sets (events, outcomes,
+//! providers) except `app`, which is bounded by the apps configured in
+//! `system_config/pusher` — unknown apps are not labelled by name (see [`Metrics::push_done`]).
+
+use std::collections::BTreeMap;
+
+/// Series of one family: key → (label values, series), ordered for stable output.
+type SeriesMap<T> = BTreeMap<String, (Vec<String>, Arc<T>)>;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histograms: from half a millisecond (time spent
+/// inside the service) to a minute (the queue TTL).
+pub const BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
+    60.0,
+];
+
+/// A family of counters keyed by label values.
+#[derive(Debug, Default)]
+pub struct CounterVec {
+    series: RwLock<SeriesMap<AtomicU64>>,
+}
+
+impl CounterVec {
+    /// Adds one to the series with these label values.
+    pub fn inc(&self, labels: &[&str]) {
+        self.add(labels, 1);
+    }
+
+    /// Adds `n` to the series with these label values.
+    pub fn add(&self, labels: &[&str], n: u64) {
+        series(&self.series, labels, AtomicU64::default).fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Current value (0 for a series never touched).
+    pub fn get(&self, labels: &[&str]) -> u64 {
+        read(&self.series)
+            .get(&key(labels))
+            .map_or(0, |(_, c)| c.load(Ordering::Relaxed))
+    }
+
+    fn snapshot(&self) -> Vec<(Vec<String>, f64)> {
+        read(&self.series)
+            .values()
+            .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed) as f64))
+            .collect()
+    }
+}
+
+/// A histogram with the fixed [`BUCKETS`].
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &[(&str, &str)]) {
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let le = bound.to_string();
+            let mut l = labels.to_vec();
+            l.push(("le", &le));
+            sample(out, &format!("{name}_bucket"), &l, cumulative as f64);
+        }
+        let count = self.count() as f64;
+        let mut l = labels.to_vec();
+        l.push(("le", "+Inf"));
+        sample(out, &format!("{name}_bucket"), &l, count);
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        sample(out, &format!("{name}_sum"), labels, sum);
+        sample(out, &format!("{name}_count"), labels, count);
+    }
+}
+
+/// A family of histograms keyed by one label value.
+#[derive(Debug, Default)]
+pub struct HistogramVec {
+    series: RwLock<SeriesMap<Histogram>>,
+}
+
+impl HistogramVec {
+    /// Records one observation in the series with these label values.
+    pub fn observe(&self, labels: &[&str], d: Duration) {
+        series(&self.series, labels, Histogram::default).observe(d);
+    }
+}
+
+/// Every metric of the service.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// `pusher_messages_consumed_total{event}`.
+    pub consumed: CounterVec,
+    /// `pusher_messages_settled_total{disposition}`.
+    pub settled: CounterVec,
+    /// `pusher_messages_in_flight`.
+    pub messages_in_flight: AtomicI64,
+    /// `pusher_reg_success_total{outcome}`.
+    pub reg_success: CounterVec,
+    /// `pusher_pushes_total{provider,app,outcome}`.
+    pub pushes: CounterVec,
+    /// `pusher_pushes_in_flight`.
+    pub pushes_in_flight: AtomicI64,
+    /// `pusher_push_retries_total{provider}`.
+    pub push_retries: CounterVec,
+    /// `pusher_dead_tokens_removed_total{provider}`.
+    pub dead_tokens_removed: CounterVec,
+    /// `pusher_push_dispatch_seconds`: delivery → first provider request sent.
+    pub dispatch: Histogram,
+    /// `pusher_provider_request_seconds{provider}`: one provider round trip.
+    pub provider_request: HistogramVec,
+    /// `pusher_push_duration_seconds{provider}`: delivery → final verdict.
+    pub push_duration: HistogramVec,
+    /// `pusher_config_reloads_total`.
+    pub config_reloads: AtomicU64,
+}
+
+/// Values read at scrape time from elsewhere (state flags, the config snapshot).
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    /// Consuming the shared queue.
+    pub amqp_connected: bool,
+    /// Last CouchDB check succeeded.
+    pub couch_reachable: bool,
+    /// A config revision is loaded.
+    pub config_loaded: bool,
+    /// `(app, seconds until the APNs certificate expires)`.
+    pub cert_expiry: Vec<(String, i64)>,
+}
+
+/// Label for an app id in `pusher_pushes_total`: the app when it is configured,
+/// else `other` — so a flood of made-up `Token-App` values cannot grow the series.
+pub fn app_label<'a>(app: &'a str, configured: bool) -> &'a str {
+    if configured { app } else { "other" }
+}
+
+impl Metrics {
+    /// Records a finished push.
+    pub fn push_done(&self, provider: &str, app: &str, outcome: &str, took: Duration) {
+        self.pushes.inc(&[provider, app, outcome]);
+        if provider != "none" {
+            self.push_duration.observe(&[provider], took);
+        }
+    }
+
+    /// The text exposition of every family.
+    pub fn render(&self, snap: &Snapshot) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        let version = [("version", env!("CARGO_PKG_VERSION"))];
+        family(
+            &mut out,
+            "pusher_build_info",
+            "gauge",
+            "Always 1; the version as a label.",
+        );
+        sample(&mut out, "pusher_build_info", &version, 1.0);
+        let flags = [
+            (
+                "pusher_amqp_connected",
+                "Consuming the shared queue (1) or not (0).",
+                snap.amqp_connected,
+            ),
+            (
+                "pusher_couch_reachable",
+                "The last CouchDB check succeeded.",
+                snap.couch_reachable,
+            ),
+            (
+                "pusher_config_loaded",
+                "A revision of system_config/pusher is loaded.",
+                snap.config_loaded,
+            ),
+        ];
+        for (name, help, on) in flags {
+            family(&mut out, name, "gauge", help);
+            sample(&mut out, name, &[], if on { 1.0 } else { 0.0 });
+        }
+        scalar(
+            &mut out,
+            "pusher_config_reloads_total",
+            "counter",
+            "Revisions of system_config/pusher loaded.",
+            self.config_reloads.load(Ordering::Relaxed) as f64,
+        );
+        counters(
+            &mut out,
+            "pusher_messages_consumed_total",
+            "Deliveries taken from the shared queue, by event.",
+            &["event"],
+            &self.consumed,
+        );
+        counters(
+            &mut out,
+            "pusher_messages_settled_total",
+            "Deliveries settled, by disposition (ack or requeue).",
+            &["disposition"],
+            &self.settled,
+        );
+        scalar(
+            &mut out,
+            "pusher_messages_in_flight",
+            "gauge",
+            "Deliveries being handled now.",
+            self.messages_in_flight.load(Ordering::Relaxed) as f64,
+        );
+        counters(
+            &mut out,
+            "pusher_reg_success_total",
+            "reg_success messages, by outcome.",
+            &["outcome"],
+            &self.reg_success,
+        );
+        counters(
+            &mut out,
+            "pusher_pushes_total",
+            "push_req messages, by provider, app and outcome.",
+            &["provider", "app", "outcome"],
+            &self.pushes,
+        );
+        scalar(
+            &mut out,
+            "pusher_pushes_in_flight",
+            "gauge",
+            "Pushes being sent now.",
+            self.pushes_in_flight.load(Ordering::Relaxed) as f64,
+        );
+        counters(
+            &mut out,
+            "pusher_push_retries_total",
+            "Provider attempts that were retried.",
+            &["provider"],
+            &self.push_retries,
+        );
+        counters(
+            &mut out,
+            "pusher_dead_tokens_removed_total",
+            "push objects removed from devices after a dead-token verdict.",
+            &["provider"],
+            &self.dead_tokens_removed,
+        );
+        family(
+            &mut out,
+            "pusher_push_dispatch_seconds",
+            "histogram",
+            "From AMQP delivery to the first provider request sent.",
+        );
+        self.dispatch
+            .render(&mut out, "pusher_push_dispatch_seconds", &[]);
+        histograms(
+            &mut out,
+            "pusher_provider_request_seconds",
+            "Provider round trip, per attempt.",
+            "provider",
+            &self.provider_request,
+        );
+        histograms(
+            &mut out,
+            "pusher_push_duration_seconds",
+            "From AMQP delivery to the final verdict of a push.",
+            "provider",
+            &self.push_duration,
+        );
+        family(
+            &mut out,
+            "pusher_apns_certificate_expiry_seconds",
+            "gauge",
+            "Seconds until the APNs certificate configured for an app expires (negative: expired).",
+        );
+        for (app, secs) in &snap.cert_expiry {
+            sample(
+                &mut out,
+                "pusher_apns_certificate_expiry_seconds",
+                &[("app", app)],
+                *secs as f64,
+            );
+        }
+        out
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Map key of a label-value list (values cannot contain U+0001 in practice; if one
+/// does, it only merges two series).
+fn key(labels: &[&str]) -> String {
+    labels.join("\u{1}")
+}
+
+/// The series for `labels`, created on first use (read lock on the hot path).
+fn series<T>(map: &RwLock<SeriesMap<T>>, labels: &[&str], new: impl FnOnce() -> T) -> Arc<T> {
+    let k = key(labels);
+    if let Some((_, s)) = read(map).get(&k) {
+        return s.clone();
+    }
+    let mut m = map
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    m.entry(k)
+        .or_insert_with(|| {
+            let values = labels.iter().map(|s| s.to_string()).collect();
+            (values, Arc::new(new()))
+        })
+        .1
+        .clone()
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn scalar(out: &mut String, name: &str, kind: &str, help: &str, v: f64) {
+    family(out, name, kind, help);
+    sample(out, name, &[], v);
+}
+
+fn counters(out: &mut String, name: &str, help: &str, keys: &[&str], c: &CounterVec) {
+    family(out, name, "counter", help);
+    for (values, v) in c.snapshot() {
+        let labels: Vec<(&str, &str)> = keys
+            .iter()
+            .copied()
+            .zip(values.iter().map(String::as_str))
+            .collect();
+        sample(out, name, &labels, v);
+    }
+}
+
+fn histograms(out: &mut String, name: &str, help: &str, key: &str, h: &HistogramVec) {
+    family(out, name, "histogram", help);
+    for (values, hist) in read(&h.series).values() {
+        let value = values.first().map_or("", String::as_str);
+        hist.render(out, name, &[(key, value)]);
+    }
+}
+
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], v: f64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, val)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{k}=\"{}\"", escape(val));
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {v}");
+}
+
+/// Label value escaping of the text format: backslash, double quote, newline.
+fn escape(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.contains(['\\', '"', '\n']) {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+            .into()
+    } else {
+        v.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_with_labels_and_help() {
+        let m = Metrics::default();
+        m.consumed.inc(&["push_req"]);
+        m.consumed.add(&["push_req"], 2);
+        m.consumed.inc(&["reg_success"]);
+        assert_eq!(m.consumed.get(&["push_req"]), 3);
+        let text = m.render(&Snapshot::default());
+        assert!(text.contains("# TYPE pusher_messages_consumed_total counter\n"));
+        assert!(text.contains("pusher_messages_consumed_total{event=\"push_req\"} 3\n"));
+        assert!(text.contains("pusher_messages_consumed_total{event=\"reg_success\"} 1\n"));
+        assert!(text.contains("pusher_amqp_connected 0\n"));
+        assert!(text.contains(&format!(
+            "pusher_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.dispatch.observe(Duration::from_micros(300));
+        m.dispatch.observe(Duration::from_millis(3));
+        m.dispatch.observe(Duration::from_secs(120));
+        let text = m.render(&Snapshot::default());
+        assert!(text.contains("pusher_push_dispatch_seconds_bucket{le=\"0.0005\"} 1\n"));
+        assert!(text.contains("pusher_push_dispatch_seconds_bucket{le=\"0.005\"} 2\n"));
+        assert!(text.contains("pusher_push_dispatch_seconds_bucket{le=\"60\"} 2\n"));
+        assert!(text.contains("pusher_push_dispatch_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("pusher_push_dispatch_seconds_count 3\n"));
+        assert!(text.contains("pusher_push_dispatch_seconds_sum 120.0033\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_apps_bounded() {
+        let m = Metrics::default();
+        m.push_done("apns", app_label("a\"b", true), "delivered", Duration::ZERO);
+        m.push_done(
+            "none",
+            app_label("made-up", false),
+            "no_credentials",
+            Duration::ZERO,
+        );
+        let text = m.render(&Snapshot {
+            cert_expiry: vec![("org.x".into(), -5)],
+            ..Default::default()
+        });
+        assert!(text.contains(
+            "pusher_pushes_total{provider=\"apns\",app=\"a\\\"b\",outcome=\"delivered\"} 1\n"
+        ));
+        assert!(text.contains("app=\"other\",outcome=\"no_credentials\"} 1\n"));
+        assert!(text.contains("pusher_apns_certificate_expiry_seconds{app=\"org.x\"} -5\n"));
+        assert!(text.contains("pusher_push_duration_seconds_count{provider=\"apns\"} 1\n"));
+        assert!(
+            !text.contains("provider=\"none\"}"),
+            "no duration for pushes never sent"
+        );
+    }
+
+    #[test]
+    fn every_line_is_a_comment_or_a_sample() {
+        let m = Metrics::default();
+        m.provider_request
+            .observe(&["fcm"], Duration::from_millis(20));
+        for line in m.render(&Snapshot::default()).lines() {
+            assert!(
+                line.starts_with("# HELP ")
+                    || line.starts_with("# TYPE ")
+                    || line
+                        .rsplit_once(' ')
+                        .is_some_and(|(_, v)| v.parse::<f64>().is_ok()),
+                "{line}"
+            );
+        }
+    }
+}
