@@ -135,6 +135,27 @@ impl AttemptError {
     }
 }
 
+/// What a [`Dispatcher`] works with.
+#[derive(Debug, Clone)]
+pub struct DispatcherParts {
+    /// Device documents.
+    pub couch: CouchClient,
+    /// The live `system_config/pusher`.
+    pub config: ConfigReceiver,
+    /// How long transient failures are retried while the delivery stays unacked.
+    pub retry_budget: Duration,
+    /// Fires on shutdown: retries stop and the delivery is requeued.
+    pub cancel: CancellationToken,
+    /// Push delivery.
+    pub pusher: Arc<Pusher>,
+    /// Token → device index (dead-token clean-up).
+    pub tokens: Arc<TokenIndex>,
+    /// Flags and metrics.
+    pub state: Arc<State>,
+    /// Our node name (in `push_resp`).
+    pub node: String,
+}
+
 /// Handles messages; cheap to clone into each delivery task.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
@@ -149,18 +170,19 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// A dispatcher writing to `couch`, reading rules from `config`, retrying transient
-    /// failures for at most `retry_budget`, and giving up early when `cancel` fires.
-    pub fn new(
-        couch: CouchClient,
-        config: ConfigReceiver,
-        retry_budget: Duration,
-        cancel: CancellationToken,
-        pusher: Arc<Pusher>,
-        tokens: Arc<TokenIndex>,
-        state: Arc<State>,
-        node: &str,
-    ) -> Self {
+    /// A dispatcher writing to CouchDB, reading rules from the live config, retrying
+    /// transient failures within the retry budget, and giving up early on shutdown.
+    pub fn new(parts: DispatcherParts) -> Self {
+        let DispatcherParts {
+            couch,
+            config,
+            retry_budget,
+            cancel,
+            pusher,
+            tokens,
+            state,
+            node,
+        } = parts;
         Self {
             couch,
             config,

@@ -93,16 +93,16 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         state.clone(),
         shutdown.clone(),
     ));
-    let dispatcher = handler::Dispatcher::new(
+    let dispatcher = handler::Dispatcher::new(handler::DispatcherParts {
         couch,
         config,
-        settings.retry_budget,
-        shutdown.clone(),
+        retry_budget: settings.retry_budget,
+        cancel: shutdown.clone(),
         pusher,
         tokens,
-        state.clone(),
-        &settings.node,
-    );
+        state: state.clone(),
+        node: settings.node.clone(),
+    });
     let consumer_settings = consumer::ConsumerSettings {
         amqp_uri: settings.amqp_uri.clone(),
         connection_name: format!("pusher {}", settings.node),

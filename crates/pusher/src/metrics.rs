@@ -156,7 +156,7 @@ pub struct Snapshot {
 
 /// Label for an app id in `pusher_pushes_total`: the app when it is configured,
 /// else `other` — so a flood of made-up `Token-App` values cannot grow the series.
-pub fn app_label<'a>(app: &'a str, configured: bool) -> &'a str {
+pub fn app_label(app: &str, configured: bool) -> &str {
     if configured { app } else { "other" }
 }
 
