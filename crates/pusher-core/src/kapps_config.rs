@@ -16,8 +16,25 @@ use serde_json::{Map, Value};
 pub const DEFAULT_SCOPE: &str = "default";
 
 /// A `system_config` category document.
-#[derive(Debug, Clone, PartialEq, Default)]
+///
+/// Its `Debug` shows the revision and the top-level scopes only: the doc holds APNs
+/// certificates with their keys and FCM service accounts.
+#[derive(Clone, PartialEq, Default)]
 pub struct ConfigDoc(Value);
+
+impl std::fmt::Debug for ConfigDoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scopes: Vec<&str> = self
+            .0
+            .as_object()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        f.debug_struct("ConfigDoc")
+            .field("_rev", &self.0.get("_rev").and_then(Value::as_str))
+            .field("scopes", &scopes)
+            .finish_non_exhaustive()
+    }
+}
 
 impl ConfigDoc {
     /// Wraps a document as read from CouchDB.
@@ -289,5 +306,16 @@ mod tests {
         let d = doc();
         assert_eq!(d.raw()["_id"], json!("pusher"));
         assert_eq!(ConfigDoc::default().raw(), &Value::Null);
+    }
+
+    #[test]
+    fn debug_shows_scopes_not_secrets() {
+        let doc = ConfigDoc::new(serde_json::json!({
+            "_rev": "2-x",
+            "org.a": {"apple": {"certificate": "-----BEGIN PRIVATE KEY-----"}}
+        }));
+        let shown = format!("{doc:?}");
+        assert!(shown.contains("org.a") && shown.contains("2-x"), "{shown}");
+        assert!(!shown.contains("PRIVATE"), "{shown}");
     }
 }

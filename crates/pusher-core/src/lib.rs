@@ -26,4 +26,5 @@ pub mod kazoo_ini;
 pub mod outcome;
 pub mod push_req;
 pub mod reg_success;
+pub mod secret;
 pub mod ua_rules;

@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pusher_core::apns::ApnsRequest;
+use pusher_core::secret::Secret;
 use reqwest::header::{HeaderName, HeaderValue};
 
 /// Errors of the APNs adapter.
@@ -93,8 +94,8 @@ pub fn check_certificate_pem(pem: &str) -> Result<()> {
 pub enum Auth {
     /// TLS client certificate (Kazoo `apple.certificate`, `auth_type` `certdata`).
     Certificate {
-        /// Certificate + key PEM (secret).
-        pem: String,
+        /// Certificate + key PEM.
+        pem: Secret<String>,
     },
     /// Provider token (`auth_type` `token`, `.p8` attachment).
     Token(std::sync::Arc<TokenSigner>),
@@ -261,8 +262,8 @@ impl Client {
         let mut signer = None;
         match cfg.auth {
             Auth::Certificate { pem } => {
-                check_certificate_pem(&pem)?;
-                let identity = reqwest::Identity::from_pem(pem.as_bytes())
+                check_certificate_pem(pem.expose())?;
+                let identity = reqwest::Identity::from_pem(pem.expose().as_bytes())
                     .map_err(|e| Error::Certificate(format!("{e}")))?;
                 b = b.identity(identity);
             }
@@ -375,7 +376,7 @@ mod tests {
     #[test]
     fn auth_debug_hides_the_pem() {
         let a = Auth::Certificate {
-            pem: format!("{CERT}{KEY1}"),
+            pem: Secret::new(format!("{CERT}{KEY1}")),
         };
         assert!(!format!("{a:?}").contains("MIIE"));
     }

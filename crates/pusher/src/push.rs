@@ -333,7 +333,7 @@ impl Pusher {
                 (
                     fingerprint(&["cert", pem, &base_url]),
                     apns::Auth::Certificate {
-                        pem: pem.to_string(),
+                        pem: pem.to_string().into(),
                     },
                 )
             }
