@@ -209,8 +209,8 @@ pub enum Error {
     Invalid {
         /// Setting key (TOML name, e.g. `prefetch`).
         key: &'static str,
-        /// Where the value came from.
-        origin: Origin,
+        /// Where the value came from (boxed: keeps `Result`s small).
+        origin: Box<Origin>,
         /// Offending value (URLs redacted).
         value: String,
         /// Why.
@@ -654,7 +654,7 @@ fn check<'a>(
     };
     let invalid = |key: &'static str, origin: &Origin, value: String, why: String| Error::Invalid {
         key,
-        origin: origin.clone(),
+        origin: Box::new(origin.clone()),
         value,
         why,
     };
