@@ -11,7 +11,7 @@
 //!    [`DEFAULT_KAZOO_CONFIG_PATHS`] that exists (Kazoo's own search order). A missing
 //!    default file is fine; a missing or unreadable `KAZOO_CONFIG` is an error;
 //!    `KAZOO_CONFIG=off` skips it. It gives `amqp_uri` (the first `[amqp] uri`, the other
-//!    `uri` lines become [`Settings::amqp_fallback_uris`]; without an `[amqp]` section, the
+//!    `uri` lines become [`Settings::amqp_fallback_uris`], not used by the consumer yet; without an `[amqp]` section, the
 //!    `amqp_uri` of this zone's `[zone]` section), `couch_url` (built from `[bigcouch]` `ip`,
 //!    `port`, `username`, `password`) and `zone` (`KAZOO_ZONE`, else the `zone` of the
 //!    `[kazoo_apps]` section for this host). Sections are chosen as Kazoo does: the one for
@@ -368,10 +368,10 @@ impl Loaded {
                 .settings
                 .amqp_fallback_uris
                 .iter()
-                .map(|u| format!("{:?}", redact_url(u)))
+                .map(|u| format!("{:?}", shown_url(u)))
                 .collect();
             out.push_str(&format!(
-                "# other [amqp] uri lines (cluster members): {}\n",
+                "# other [amqp] uri lines (not used yet: pusherd connects to amqp_uri only): {}\n",
                 others.join(", ")
             ));
         }
@@ -397,6 +397,19 @@ impl Settings {
     /// (`PUSHER_CONFIG`, `KAZOO_CONFIG`); Kazoo's default paths are not searched.
     pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, Error> {
         load(vars, &[], &hostname()).map(|l| l.settings)
+    }
+}
+
+/// A URL as `--print-config` shows it: as written, unless it carries a password, which is
+/// replaced by `***`.
+fn shown_url(url: &str) -> String {
+    let redacted = redact_url(url);
+    // `redact_url` also normalises (adds a trailing `/`); keep the original when there is
+    // nothing to hide. An unparsable URL is never shown: it could hide a password anywhere.
+    if redacted.contains(":***@") || redacted.starts_with('<') {
+        redacted
+    } else {
+        url.to_string()
     }
 }
 
@@ -685,12 +698,12 @@ fn check<'a>(
     } else {
         Vec::new()
     };
-    record("amqp_uri", redact_url(&amqp_uri), &o);
+    record("amqp_uri", shown_url(&amqp_uri), &o);
 
     let (couch_url, o) = value("couch_url", DEFAULT_COUCH_URL);
     pusher_io::couch::CouchClient::new(&couch_url, Duration::from_secs(1))
         .map_err(|e| invalid("couch_url", &o, redact_url(&couch_url), e.to_string()))?;
-    record("couch_url", redact_url(&couch_url), &o);
+    record("couch_url", shown_url(&couch_url), &o);
 
     let (zone, o) = value("zone", "local");
     record("zone", zone.clone(), &o);
@@ -786,7 +799,7 @@ fn check<'a>(
             "expected an http(s):// URL".into(),
         ));
     }
-    record("fcm_url", redact_url(&fcm_base_url), &o);
+    record("fcm_url", shown_url(&fcm_base_url), &o);
 
     let push = crate::push::PushSettings {
         extra_ca_pem,
@@ -1156,7 +1169,14 @@ mod tests {
             text.contains("shutdown_grace_ms = 4000  # default\n"),
             "{text}"
         );
-        assert!(text.contains("cluster members): \"amqp://kazoo:***@10.20.0.12:5672\""));
+        assert!(
+            text.contains("amqp_uri only): \"amqp://kazoo:***@10.20.0.12:5672\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("fcm_url = \"https://fcm.googleapis.com\"  # default\n"),
+            "{text}"
+        );
         assert!(
             !text.contains("secret"),
             "a password leaked into print-config:\n{text}"
