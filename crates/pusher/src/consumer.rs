@@ -28,8 +28,9 @@ use crate::state::State;
 /// What the supervisor needs.
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
-    /// Broker URI (secret: never logged).
-    pub amqp_uri: String,
+    /// Broker URIs, tried in turn on reconnect: the primary first, then the other
+    /// brokers of the cluster (secret: never logged).
+    pub amqp_uris: Vec<String>,
     /// Connection name shown by the broker.
     pub connection_name: String,
     /// Prefetch = max concurrent handlers.
@@ -48,9 +49,11 @@ pub async fn supervise(
     const MIN_BACKOFF: Duration = Duration::from_millis(100);
     const MAX_BACKOFF: Duration = Duration::from_secs(10);
     let mut backoff = MIN_BACKOFF;
+    let mut broker = 0usize;
     loop {
         let started = Instant::now();
-        let result = session(&settings, &dispatcher, &state, &shutdown).await;
+        let uri = &settings.amqp_uris[broker % settings.amqp_uris.len().max(1)];
+        let result = session(&settings, uri, &dispatcher, &state, &shutdown).await;
         state.set_consuming(false);
         match result {
             Ok(()) => return,
@@ -58,7 +61,10 @@ pub async fn supervise(
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = MIN_BACKOFF;
                 }
+                // Next attempt goes to the next broker of the cluster, if there are several.
+                broker = broker.wrapping_add(1);
                 tracing::error!(error.message = %e, retry_in_ms = backoff.as_millis() as u64,
+                    broker = broker % settings.amqp_uris.len().max(1),
                     "AMQP session ended; reconnecting");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
@@ -82,11 +88,12 @@ enum SessionError {
 
 async fn session(
     settings: &ConsumerSettings,
+    amqp_uri: &str,
     dispatcher: &Dispatcher,
     state: &Arc<State>,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
-    let conn = amqp::connect(&settings.amqp_uri, &settings.connection_name).await?;
+    let conn = amqp::connect(amqp_uri, &settings.connection_name).await?;
     let channel = conn
         .create_channel()
         .await

@@ -104,7 +104,9 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         node: settings.node.clone(),
     });
     let consumer_settings = consumer::ConsumerSettings {
-        amqp_uri: settings.amqp_uri.clone(),
+        amqp_uris: std::iter::once(settings.amqp_uri.clone())
+            .chain(settings.amqp_fallback_uris.iter().cloned())
+            .collect(),
         connection_name: format!("pusher {}", settings.node),
         prefetch: settings.prefetch,
         shutdown_grace: settings.shutdown_grace,

@@ -11,7 +11,7 @@
 //!    [`DEFAULT_KAZOO_CONFIG_PATHS`] that exists (Kazoo's own search order). A missing
 //!    default file is fine; a missing or unreadable `KAZOO_CONFIG` is an error;
 //!    `KAZOO_CONFIG=off` skips it. It gives `amqp_uri` (the first `[amqp] uri`, the other
-//!    `uri` lines become [`Settings::amqp_fallback_uris`], not used by the consumer yet; without an `[amqp]` section, the
+//!    `uri` lines become [`Settings::amqp_fallback_uris`], tried in turn on reconnect; without an `[amqp]` section, the
 //!    `amqp_uri` of this zone's `[zone]` section), `couch_url` (built from `[bigcouch]` `ip`,
 //!    `port`, `username`, `password`) and `zone` (`KAZOO_ZONE`, else the `zone` of the
 //!    `[kazoo_apps]` section for this host). Sections are chosen as Kazoo does: the one for
@@ -371,7 +371,7 @@ impl Loaded {
                 .map(|u| format!("{:?}", shown_url(u)))
                 .collect();
             out.push_str(&format!(
-                "# other [amqp] uri lines (not used yet: pusherd connects to amqp_uri only): {}\n",
+                "# other [amqp] uri lines (tried in turn when the connection is lost): {}\n",
                 others.join(", ")
             ));
         }

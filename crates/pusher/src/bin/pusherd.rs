@@ -34,7 +34,7 @@ Configuration sources, lowest precedence first:
   1. built-in defaults (below)
   2. Kazoo's config.ini: $KAZOO_CONFIG, else /etc/kazoo/config.ini or
      /etc/kazoo/core/config.ini if present (KAZOO_CONFIG=off skips it). Gives amqp_uri
-     (the first [amqp] uri — other uri lines are shown but not used yet — else
+     (the first [amqp] uri — other uri lines are tried in turn on reconnect — else
      [zone] amqp_uri),
      couch_url ([bigcouch] ip, port, username, password) and zone (KAZOO_ZONE, else the
      zone of this host's [kazoo_apps] section)

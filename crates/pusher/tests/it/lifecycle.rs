@@ -62,3 +62,26 @@ async fn reconnects_and_redeclares_after_the_broker_closes_the_connection() {
     assert_eq!(doc["push"]["Token-ID"], "abc");
     w.stop().await;
 }
+
+/// A Kazoo cluster lists several brokers (`[amqp] uri` lines): when the first one is
+/// down, the consumer moves on to the next and becomes ready there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn falls_back_to_the_next_broker_of_the_cluster() {
+    let mut w = World::new().await;
+    let mut settings = w.settings();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port(); // closed again when the listener drops: connections are refused
+    settings.amqp_fallback_uris = vec![settings.amqp_uri.clone()];
+    settings.amqp_uri = format!("amqp://guest:guest@127.0.0.1:{dead}/%2f");
+    let started = Instant::now();
+    let running = pusher::start(settings, w.shutdown.clone())
+        .await
+        .expect("starts");
+    w.http_addr = running.http_addr;
+    w.handle = Some(running.handle);
+    w.wait_ready().await;
+    eprintln!("ready on the second broker after {:?}", started.elapsed());
+    w.stop().await;
+}
