@@ -283,6 +283,15 @@ fn update_device(
         ));
         return RegDecision::MissingIds;
     }
+    // Kazoo ids are 32 hex characters; anything far longer is not a device id, and CouchDB
+    // would refuse the URL anyway (431).
+    if device_id.len() > MAX_DEVICE_ID_LEN {
+        warnings.push(format!(
+            "Authorizing-ID is {} bytes long (at most {MAX_DEVICE_ID_LEN}), not a device id",
+            device_id.len()
+        ));
+        return RegDecision::MissingIds;
+    }
     match account_db(account_id) {
         Ok(account_db) => RegDecision::Update {
             account_db,
@@ -296,6 +305,9 @@ fn update_device(
         }
     }
 }
+
+/// Longest `Authorizing-ID` taken as a device id, in bytes.
+pub const MAX_DEVICE_ID_LEN: usize = 255;
 
 /// Bundle id out of an APNs `pn-param`: `TEAMID.bundle.id[.services]`, where services
 /// is `voip`, `remote` or both joined by `&`.
@@ -954,5 +966,28 @@ mod tests {
             &PushUpdate::Set(obj(json!({"Token-ID": "t"})))
         ));
         assert_eq!(doc, json!({"push": {"Token-ID": "t"}}));
+    }
+
+    #[test]
+    fn overlong_device_ids_are_not_looked_up() {
+        let mut body: serde_json::Value =
+            serde_json::from_str(FIXTURES.lines().next().unwrap()).unwrap();
+        body = body["body"].clone();
+        body["Custom-Channel-Vars"] = serde_json::json!({
+            "Account-ID": "3c1e6a2f9b7d4e0a8c5b1d2e3f405162",
+            "Authorizing-ID": "d".repeat(MAX_DEVICE_ID_LEN + 1)
+        });
+        let reg = RegSuccess::from_json(body).unwrap();
+        let rules = crate::ua_rules::UserAgentRules::compile(&serde_json::json!({
+            "H": {"regex": "^Linphone-Harness",
+                  "properties": {"Token-App": "app-id", "Token-Type": "pn-type", "Token-ID": "pn-tok"}}
+        }))
+        .0;
+        let (decision, warnings) = decide(&reg, &rules, false);
+        assert_eq!(decision, RegDecision::MissingIds);
+        assert!(
+            warnings.iter().any(|w| w.contains("bytes long")),
+            "{warnings:?}"
+        );
     }
 }

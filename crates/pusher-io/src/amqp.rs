@@ -92,7 +92,8 @@ pub fn decode_body(
     content_encoding: Option<&str>,
     data: &[u8],
 ) -> Result<Value, DecodeError> {
-    if let Some(ct) = content_type {
+    // An empty content type is the same as none (some publishers set "").
+    if let Some(ct) = content_type.filter(|ct| !ct.trim().is_empty()) {
         let mime = ct.split(';').next().unwrap_or("").trim();
         if !mime.eq_ignore_ascii_case("application/json") {
             return Err(DecodeError::ContentType(ct.to_string()));
@@ -302,6 +303,10 @@ mod tests {
         assert_eq!(v["Event-Name"], "reg_success");
         assert!(decode_body(None, None, body).is_ok());
         assert!(decode_body(Some("application/json; charset=utf-8"), None, body).is_ok());
+        assert!(
+            decode_body(Some(""), None, body).is_ok(),
+            "empty = no content type"
+        );
     }
 
     #[test]

@@ -234,7 +234,8 @@ impl Dispatcher {
             Event::Other { category, name } => {
                 m.consumed.inc(&["other"]);
                 tracing::info!(
-                    messaging.routing_key = %msg.routing_key,
+                    messaging.routing_key = %short(&msg.routing_key, 200),
+                    msg_id = %short(envelope::msg_id(&body).unwrap_or(""), 64),
                     event.category = %short(&category, 64),
                     event.name = %short(&name, 64),
                     "event not handled by the pusher; settled"
@@ -370,10 +371,25 @@ impl Dispatcher {
         }
         let (account_db, device_id, update) = match decision {
             RegDecision::NoUserAgentRule => return Ok(RegOutcome::NoRule),
-            RegDecision::NoContact(_) | RegDecision::NoToken { .. } => {
+            RegDecision::NoContact(reason) => {
+                // A rule matched, so this device should be pushable: say why it is not.
+                tracing::warn!(
+                    msg_id = reg.msg_id.as_deref().unwrap_or(""),
+                    call_id = reg.call_id.as_deref().unwrap_or(""),
+                    reason = %short(&reason, 200),
+                    "reg_success: Contact unusable; push object not updated"
+                );
                 return Ok(RegOutcome::NoToken);
             }
-            RegDecision::MissingIds => return Ok(RegOutcome::MissingIds),
+            RegDecision::NoToken { .. } => return Ok(RegOutcome::NoToken),
+            RegDecision::MissingIds => {
+                tracing::warn!(
+                    msg_id = reg.msg_id.as_deref().unwrap_or(""),
+                    call_id = reg.call_id.as_deref().unwrap_or(""),
+                    "reg_success: a rule matched but Account-ID/Authorizing-ID are missing or unusable; settled"
+                );
+                return Ok(RegOutcome::MissingIds);
+            }
             RegDecision::Update {
                 account_db,
                 device_id,

@@ -318,6 +318,17 @@ impl Pusher {
     async fn apns_client(&self, doc: &ConfigDoc, app: &str) -> Result<Arc<apns::Client>, String> {
         let get = |k: &str| doc.app_value(app, &self.zone, &["apple", k]);
         let get_str = |k: &str| get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+        if doc
+            .app_value(app, &self.zone, &["apple"])
+            .is_some_and(|a| !a.is_object())
+        {
+            return Err("apple is not an object in system_config/pusher".into());
+        }
+        if get("certificate").is_some_and(|c| !c.is_string()) {
+            return Err(
+                "apple.certificate is not a string (a PEM with the certificate and its key)".into(),
+            );
+        }
         let certificate = get_str("certificate");
         let auth_type = get_str("auth_type").unwrap_or(if certificate.is_some() {
             "certdata"
