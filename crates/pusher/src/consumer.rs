@@ -47,7 +47,7 @@ pub async fn supervise(
     shutdown: CancellationToken,
 ) {
     const MIN_BACKOFF: Duration = Duration::from_millis(100);
-    const MAX_BACKOFF: Duration = Duration::from_secs(10);
+    const MAX_BACKOFF: Duration = Duration::from_secs(5);
     let mut backoff = MIN_BACKOFF;
     let mut broker = 0usize;
     loop {
