@@ -9,23 +9,15 @@
 //! shared key, the `private_key.p8` attachment, is re-uploaded with the bytes it already
 //! holds, so token-auth tests running alongside keep working.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use pusher_io::couch::CouchClient;
 use pusher_sandbox::apns_mock::{ApnsMockConfig, MockApns};
-use pusher_sandbox::pki::{ClientVariant, TestPki};
+use pusher_sandbox::pki::ClientVariant;
 use serde_json::{Value, json};
 
+use crate::helpers::pki;
 use crate::helpers::{World, amqp_base, couch_url, rand_hex, set_config};
-
-fn pki() -> &'static TestPki {
-    static PKI: OnceLock<TestPki> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pusher-it-ctl-pki");
-        TestPki::load_or_generate(&dir).expect("test PKI")
-    })
-}
 
 /// What one run of the binary did.
 #[derive(Debug)]
@@ -790,13 +782,7 @@ async fn couch_unreachable_is_named_without_credentials() {
 
 async fn push_world(mock: &MockApns) -> (World, String) {
     let mut w = World::new().await;
-    w.env.push((
-        "PUSHER_EXTRA_CA_FILE".into(),
-        pki()
-            .path(pusher_sandbox::pki::files::CA)
-            .display()
-            .to_string(),
-    ));
+    w.trust_mock_ca();
     w.env
         .push(("PUSHER_PUSH_DEADLINE_MS".into(), "5000".into()));
     let app = app_id("push");

@@ -38,14 +38,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
-use pusher_sandbox::apns_mock::{ApnsMockConfig, ApnsReceived, ApnsRecorder, MockApns, Reply};
-use pusher_sandbox::pki::{ClientVariant, TestPki};
+use pusher_sandbox::apns_mock::{ApnsReceived, ApnsRecorder, MockApns, Reply};
+use pusher_sandbox::pki::ClientVariant;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -53,36 +53,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{World, couch_url, fixture_bodies, rabbitmqctl, rand_hex, set_config};
+use crate::helpers::{apns_mock, pki};
 
 // ---------------------------------------------------------------------------------------
-// Mock APNs and push_req (minimal copies of push.rs's helpers).
-
-/// This module's own test PKI directory: push.rs generates into another one, and two
-/// `OnceLock`s generating into the same directory at once could mix files.
-fn pki() -> &'static TestPki {
-    static PKI: OnceLock<TestPki> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pusher-it-pki-faults");
-        TestPki::load_or_generate(&dir).expect("test PKI")
-    })
-}
-
-async fn apns_mock(latency: Duration) -> MockApns {
-    let mut cfg = ApnsMockConfig::from_pki(pki());
-    cfg.latency = latency;
-    MockApns::start(cfg).await.expect("mock APNs")
-}
+// Mock APNs and push_req.
 
 /// A world whose service trusts the mock's CA, with an Apple app pointing at `mock`.
 async fn push_world(mock: &MockApns, tag: &str) -> (World, String) {
     let mut w = World::new().await;
-    w.env.push((
-        "PUSHER_EXTRA_CA_FILE".into(),
-        pki()
-            .path(pusher_sandbox::pki::files::CA)
-            .display()
-            .to_string(),
-    ));
+    w.trust_mock_ca();
     let app = format!("org.it{}.{tag}", rand_hex(6));
     set_config(
         &w.couch,

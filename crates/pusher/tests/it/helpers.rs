@@ -227,6 +227,13 @@ impl World {
         }
     }
 
+    /// Makes the service trust the test PKI's CA (the mock providers' server certificate).
+    pub fn trust_mock_ca(&mut self) {
+        let ca = pki().path(pusher_sandbox::pki::files::CA);
+        self.env
+            .push(("PUSHER_EXTRA_CA_FILE".into(), ca.display().to_string()));
+    }
+
     /// Opens the confirm-mode publisher `publish` uses.
     pub async fn connect_publisher(&mut self) {
         let conn = pusher_io::amqp::connect(&self.vhost.uri(), "it-publisher")
@@ -414,4 +421,23 @@ pub fn fixture_bodies(event_name: &str) -> Vec<Value> {
         .filter(|v| v["body"]["Event-Name"] == event_name)
         .map(|v| v["body"].clone())
         .collect()
+}
+
+/// The test PKI (CA, client certificates, `.p8`, service account), generated once per
+/// target dir and shared by every test of the binary (one generator: no race).
+pub fn pki() -> &'static pusher_sandbox::pki::TestPki {
+    static PKI: std::sync::OnceLock<pusher_sandbox::pki::TestPki> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pusher-it-pki");
+        pusher_sandbox::pki::TestPki::load_or_generate(&dir).expect("test PKI")
+    })
+}
+
+/// A mock APNs (HTTP/2, mTLS) with the test PKI and `latency` added to each reply.
+pub async fn apns_mock(latency: Duration) -> pusher_sandbox::apns_mock::MockApns {
+    let mut cfg = pusher_sandbox::apns_mock::ApnsMockConfig::from_pki(pki());
+    cfg.latency = latency;
+    pusher_sandbox::apns_mock::MockApns::start(cfg)
+        .await
+        .expect("mock APNs")
 }

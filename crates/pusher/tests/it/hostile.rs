@@ -25,7 +25,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use lapin::BasicProperties;
@@ -33,9 +32,10 @@ use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
 use pusher_io::amqp::Publisher;
 use pusher_sandbox::fcm_mock::{FcmMockConfig, MockFcm};
-use pusher_sandbox::pki::{ClientVariant, TestPki};
+use pusher_sandbox::pki::ClientVariant;
 use serde_json::{Map, Value, json};
 
+use crate::helpers::pki;
 use crate::helpers::{World, couch_url, rand_hex, set_config};
 
 /// Where the corpus lives.
@@ -70,14 +70,6 @@ const KNOWN_ISSUES: &[(&str, &str)] = &[];
 const VICTIM: &str = "hostile-victim";
 const FINAL_DEVICE: &str = "hostile-final";
 const GOOD_FCM_APP: &str = "hostile-good-fcm";
-
-fn pki() -> &'static TestPki {
-    static PKI: OnceLock<TestPki> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pusher-it-pki-hostile");
-        TestPki::load_or_generate(&dir).expect("test PKI")
-    })
-}
 
 /// One message to publish.
 #[derive(Debug)]

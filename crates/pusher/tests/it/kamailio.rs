@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use pusher_sandbox::apns_mock::{ApnsAuth, ApnsMockConfig, MockApns};
-use pusher_sandbox::pki::{ClientVariant, TestPki};
+use pusher_sandbox::pki::ClientVariant;
 use serde_json::{Value, json};
 
+use crate::helpers::pki;
 use crate::helpers::{World, rand_hex, set_config};
 
 /// The test users of `tests/kamailio/kamailio.cfg` and their device ids (its htable
@@ -370,24 +371,10 @@ impl Capture {
     }
 }
 
-fn pki() -> &'static TestPki {
-    static PKI: std::sync::OnceLock<TestPki> = std::sync::OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pusher-it-pki");
-        TestPki::load_or_generate(&dir).expect("test PKI")
-    })
-}
-
 /// A world whose service trusts the mock APNs' CA.
 async fn world() -> World {
     let mut w = World::new().await;
-    w.env.push((
-        "PUSHER_EXTRA_CA_FILE".into(),
-        pki()
-            .path(pusher_sandbox::pki::files::CA)
-            .display()
-            .to_string(),
-    ));
+    w.trust_mock_ca();
     w
 }
 
@@ -734,7 +721,8 @@ mod cluster {
     use pusher_sandbox::pki::ClientVariant;
     use serde_json::{Value, json};
 
-    use super::{Scratch, pki};
+    use super::Scratch;
+    use crate::helpers::pki;
     use crate::helpers::{World, couch_url, fixture_bodies, rand_hex, set_config};
 
     /// How many pushes the two instances share.

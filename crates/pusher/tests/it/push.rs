@@ -1,40 +1,20 @@
 //! `push_req` → mock APNs (HTTP/2 + TLS + client-certificate check) and mock FCM v1 +
 //! OAuth, through the real service, RabbitMQ and pouchdb-server.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use pusher_sandbox::apns_mock::{ApnsAuth, ApnsMockConfig, MockApns, Reply};
+use pusher_sandbox::apns_mock::{ApnsAuth, MockApns, Reply};
 use pusher_sandbox::fcm_mock::{FcmMockConfig, MockFcm};
-use pusher_sandbox::pki::{ClientVariant, TestPki};
+use pusher_sandbox::pki::ClientVariant;
 use serde_json::{Value, json};
 
 use crate::helpers::{World, fixture_bodies, rand_hex, set_config};
-
-fn pki() -> &'static TestPki {
-    static PKI: OnceLock<TestPki> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pusher-it-pki");
-        TestPki::load_or_generate(&dir).expect("test PKI")
-    })
-}
-
-async fn apns_mock(latency: Duration) -> MockApns {
-    let mut cfg = ApnsMockConfig::from_pki(pki());
-    cfg.latency = latency;
-    MockApns::start(cfg).await.expect("mock APNs")
-}
+use crate::helpers::{apns_mock, pki};
 
 /// A world whose service trusts the mock CA and sends FCM to `fcm_url`.
 async fn world(fcm_url: Option<String>) -> World {
     let mut w = World::new().await;
-    w.env.push((
-        "PUSHER_EXTRA_CA_FILE".into(),
-        pki()
-            .path(pusher_sandbox::pki::files::CA)
-            .display()
-            .to_string(),
-    ));
+    w.trust_mock_ca();
     if let Some(url) = fcm_url {
         w.env.push(("PUSHER_FCM_URL".into(), url));
     }
