@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help build test lint fmt run demo services-up services-down services-status clean
+.PHONY: help build test lint fmt run demo services-up services-down services-status clean bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +29,9 @@ run: ## Run pusherd in the foreground against the local services
 
 demo: ## The whole flow: services, pusherd, a User-Agents rule, a replayed reg_success, before/after
 	scripts/demo.sh
+
+bench: ## Benchmark pusherd against raw baselines, scenarios P1–P8 (issue #6); table in .run/bench/results.md
+	scripts/bench.sh
 
 services-up: ## Start RabbitMQ and pouchdb-server (installing them if needed)
 	@scripts/services.sh up >/dev/null

@@ -1,0 +1,339 @@
+//! The raw baselines, measured in the same run on the same services:
+//! - a bare lapin consume-and-ack loop (a child process, like `pusherd`), same prefetch,
+//!   same queue declaration (`pusher_io::amqp::declare_topology`);
+//! - a bare CouchDB PUT loop at the service's concurrency;
+//! - a bare reqwest HTTP/2 loop against the same mock APNs, same latency, same requests.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use lapin::options::BasicAckOptions;
+use lapin::types::AMQPValue;
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+
+use crate::load::{TS_HEADER, now_us, percentile};
+
+/// What the baseline consumer reports when told to stop.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerReport {
+    /// Deliveries acked.
+    pub count: u64,
+    /// Publish → delivery latency, µs.
+    pub p50_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+}
+
+/// The bare consumer (child-process side): declare, consume with `prefetch`, ack each
+/// delivery; print `ready` once consuming; on stdin EOF print a JSON report and exit.
+pub async fn consumer_main(uri: &str, prefetch: u16) -> Result<()> {
+    let conn = pusher_io::amqp::connect(uri, "bench baseline consumer").await?;
+    let channel = conn.create_channel().await?;
+    pusher_io::amqp::declare_topology(&channel).await?;
+    let mut consumer = pusher_io::amqp::consume(&channel, prefetch, "").await?;
+    println!("ready");
+    std::io::stdout().flush()?;
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut sink = Vec::new();
+        let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+        let _ = stop_tx.send(());
+    });
+    let mut lat = Vec::with_capacity(1 << 16);
+    loop {
+        tokio::select! {
+            _ = &mut stop_rx => break,
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let now = now_us();
+                    if let Some(AMQPValue::LongLongInt(ts)) = delivery
+                        .properties
+                        .headers()
+                        .as_ref()
+                        .and_then(|h| h.inner().get(TS_HEADER))
+                    {
+                        lat.push(now.saturating_sub(*ts as u64));
+                    }
+                    // Acks go out concurrently (as the service's per-delivery tasks do),
+                    // so the loop never waits for lapin's I/O thread per message.
+                    let acker = delivery.acker;
+                    tokio::spawn(async move {
+                        let _ = acker.ack(BasicAckOptions::default()).await;
+                    });
+                }
+                Some(Err(e)) => bail!("consumer failed: {e}"),
+                None => break,
+            }
+        }
+    }
+    lat.sort_unstable();
+    println!(
+        "{}",
+        json!({"count": lat.len(), "p50_us": percentile(&lat, 50.0), "p99_us": percentile(&lat, 99.0)})
+    );
+    std::io::stdout().flush()?;
+    let _ = channel.close(200, "done".into()).await;
+    let _ = conn.close(200, "done".into()).await;
+    Ok(())
+}
+
+/// Parent side of the bare consumer.
+#[derive(Debug)]
+pub struct BaselineConsumer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl BaselineConsumer {
+    /// Starts `<this exe> amqp-consumer` and waits until it consumes.
+    pub fn start(uri: &str, prefetch: u16) -> Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args(["amqp-consumer", "--uri", uri, "--prefetch"])
+            .arg(prefetch.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("Failed to start the baseline consumer")?;
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        if line.trim() != "ready" {
+            bail!("baseline consumer did not start: {line:?}");
+        }
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops it and returns its report.
+    pub fn finish(mut self) -> Result<ConsumerReport> {
+        drop(self.stdin.take());
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        let _ = self.child.wait();
+        let v: Value = serde_json::from_str(line.trim())
+            .with_context(|| format!("baseline consumer report: {line:?}"))?;
+        Ok(ConsumerReport {
+            count: v["count"].as_u64().unwrap_or(0),
+            p50_us: v["p50_us"].as_u64().unwrap_or(0),
+            p99_us: v["p99_us"].as_u64().unwrap_or(0),
+        })
+    }
+}
+
+impl Drop for BaselineConsumer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A device doc as the bench creates it.
+pub fn device_doc(id: &str) -> Value {
+    json!({
+        "_id": id, "pvt_type": "device", "name": format!("bench {id}"),
+        "device_type": "softphone", "enabled": true,
+        "sip": {"username": "2001", "password": "not-a-secret", "invite_format": "contact"},
+        "caller_id": {"internal": {"number": "2001", "name": "Bench"}},
+        "media": {"audio": {"codecs": ["PCMU", "PCMA"]}},
+    })
+}
+
+/// Bare CouchDB PUT loop: `concurrency` workers, each owning the devices `i ≡ w (mod
+/// concurrency)` (no conflicts), each PUT a full device doc whose `push` object changed;
+/// `n` PUTs in all. Returns (elapsed, errors).
+pub async fn couch_put_loop(
+    http: &reqwest::Client,
+    db_url: &str,
+    devices: &[String],
+    n: u64,
+    concurrency: usize,
+) -> Result<(Duration, u64)> {
+    // Untimed: read each device's current revision.
+    let mut docs = Vec::with_capacity(devices.len());
+    for id in devices {
+        let d: Value = http
+            .get(format!("{db_url}/{id}"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        docs.push(d);
+    }
+    let mut owned: Vec<Vec<Value>> = vec![Vec::new(); concurrency];
+    for (i, d) in docs.into_iter().enumerate() {
+        owned[i % concurrency].push(d);
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut mine in owned.into_iter().filter(|m| !m.is_empty()) {
+        let http = http.clone();
+        let next = next.clone();
+        let errors = errors.clone();
+        let db_url = db_url.to_string();
+        tasks.spawn(async move {
+            let mut k = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let len = mine.len();
+                let doc = &mut mine[k % len];
+                k += 1;
+                doc["push"] = json!({"Token-App": "org.myorg.myapp", "Token-Type": "apple",
+                    "Token-ID": format!("base{i}"), "Token-Proxy": "sip:127.0.0.1:5060"});
+                let id = doc["_id"].as_str().unwrap_or_default().to_string();
+                let r = http.put(format!("{db_url}/{id}")).json(&*doc).send().await;
+                match r {
+                    Ok(r) if r.status().is_success() => {
+                        let v: Value = r.json().await.unwrap_or_default();
+                        doc["_rev"] = v["rev"].clone();
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok((started.elapsed(), errors.load(Ordering::Relaxed)))
+}
+
+/// Bare CouchDB GET loop (what P2 costs per message without a cache): `concurrency`
+/// workers reading device docs round robin, `n` GETs in all. Returns (elapsed, errors).
+pub async fn couch_get_loop(
+    http: &reqwest::Client,
+    db_url: &str,
+    devices: &[String],
+    n: u64,
+    concurrency: usize,
+) -> Result<(Duration, u64)> {
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let devices = Arc::new(devices.to_vec());
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (http, next, errors, devices) =
+            (http.clone(), next.clone(), errors.clone(), devices.clone());
+        let db_url = db_url.to_string();
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let id = &devices[i as usize % devices.len()];
+                let ok = match http.get(format!("{db_url}/{id}")).send().await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                    _ => false,
+                };
+                if !ok {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok((started.elapsed(), errors.load(Ordering::Relaxed)))
+}
+
+/// Bare HTTP/2 loop: one reqwest client (one HTTP/2 connection, client certificate, the
+/// mock CA), `concurrency` requests in flight, `n` pushes built exactly as the service
+/// builds them. Returns (elapsed, non-200 answers).
+pub async fn h2_loop(
+    base_url: &str,
+    client_pem: &str,
+    ca_pem: &str,
+    app: &str,
+    n: u64,
+    concurrency: usize,
+) -> Result<(Duration, u64)> {
+    pusher_io::ensure_crypto_provider();
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .https_only(true)
+        .timeout(Duration::from_secs(10))
+        .identity(reqwest::Identity::from_pem(client_pem.as_bytes())?)
+        .tls_certs_merge(reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes())?)
+        .pool_idle_timeout(None)
+        .build()?;
+    let (base_url, app) = (base_url.to_string(), app.to_string());
+    let send = move |client: reqwest::Client, token: String| {
+        let base = base_url.clone();
+        let app = app.clone();
+        async move {
+            let body = crate::load::push_req_body(&app, &token);
+            let req = pusher_core::push_req::PushReq::from_json(&body, now_us() / 1000)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let apns = pusher_core::apns::build_request(
+                &req,
+                &pusher_core::apns::ApnsAppConfig::default(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut rb = client
+                .post(format!("{base}{}", apns.path))
+                .header("content-type", "application/json")
+                .body(apns.body);
+            for (k, v) in &apns.headers {
+                rb = rb.header(k.as_str(), v.as_str());
+            }
+            let resp = rb.send().await?;
+            let ok = resp.status().as_u16() == 200;
+            let _ = resp.bytes().await?;
+            anyhow::Ok(ok)
+        }
+    };
+    // Warm the connection (TLS handshake) outside the timing.
+    send(client.clone(), "warmup0".into()).await?;
+    let next = Arc::new(AtomicU64::new(0));
+    let bad = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let next = next.clone();
+        let bad = bad.clone();
+        let send = send.clone();
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                if !matches!(
+                    send(client.clone(), format!("h2base{i:08x}")).await,
+                    Ok(true)
+                ) {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok((started.elapsed(), bad.load(Ordering::Relaxed)))
+}
