@@ -1170,7 +1170,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("amqp_uri only): \"amqp://kazoo:***@10.20.0.12:5672\""),
+            text.contains("connection is lost): \"amqp://kazoo:***@10.20.0.12:5672\""),
             "{text}"
         );
         assert!(
