@@ -212,11 +212,37 @@ impl CouchClient {
         }
     }
 
+    /// Sends a request. A request that failed before CouchDB could have acted on it (no
+    /// connection, or a read whose pooled keep-alive connection the server had just
+    /// closed) is tried again twice, 50 ms then 200 ms later; anything else is returned.
     async fn send(&self, rb: RequestBuilder) -> Result<reqwest::Response> {
-        rb.send().await.map_err(|e| Error::Unreachable {
-            url: self.redacted_url(),
-            source: e.without_url(),
-        })
+        let mut delays = [Duration::from_millis(50), Duration::from_millis(200)].into_iter();
+        let mut rb = rb;
+        loop {
+            let retry = rb.try_clone();
+            let idempotent = retry
+                .as_ref()
+                .and_then(|r| r.try_clone()?.build().ok())
+                .is_some_and(|req| matches!(*req.method(), Method::GET | Method::HEAD));
+            match rb.send().await {
+                Ok(resp) => return Ok(resp),
+                Err(e) => {
+                    let safe = e.is_connect() || (idempotent && e.is_request());
+                    match (retry, delays.next()) {
+                        (Some(next), Some(delay)) if safe => {
+                            tokio::time::sleep(delay).await;
+                            rb = next;
+                        }
+                        _ => {
+                            return Err(Error::Unreachable {
+                                url: self.redacted_url(),
+                                source: e.without_url(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
     }
 
     async fn body_json(&self, resp: reqwest::Response, what: &str) -> Result<Value> {
