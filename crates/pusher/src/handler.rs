@@ -23,6 +23,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigReceiver, PusherConfig};
+use crate::device_cache::{CachedPush, DeviceCache};
 use crate::push::{PushOutcome, Pusher};
 use crate::state::State;
 use crate::tokens::TokenIndex;
@@ -150,6 +151,8 @@ pub struct DispatcherParts {
     pub pusher: Arc<Pusher>,
     /// Token → device index (dead-token clean-up).
     pub tokens: Arc<TokenIndex>,
+    /// Cache of device `push` objects.
+    pub devices: Arc<DeviceCache>,
     /// Flags and metrics.
     pub state: Arc<State>,
     /// Our node name (in `push_resp`).
@@ -165,6 +168,7 @@ pub struct Dispatcher {
     cancel: CancellationToken,
     pusher: Arc<Pusher>,
     tokens: Arc<TokenIndex>,
+    devices: Arc<DeviceCache>,
     state: Arc<State>,
     node: Arc<str>,
 }
@@ -180,6 +184,7 @@ impl Dispatcher {
             cancel,
             pusher,
             tokens,
+            devices,
             state,
             node,
         } = parts;
@@ -190,6 +195,7 @@ impl Dispatcher {
             cancel,
             pusher,
             tokens,
+            devices,
             state,
             node: node.into(),
         }
@@ -397,12 +403,42 @@ impl Dispatcher {
                 ..
             } => (account_db, device_id, update),
         };
+        // A refresh that changes nothing is answered from the cache (kept correct by the
+        // database's change feed, see device_cache).
+        let (cached, ticket) = self.devices.lookup(&account_db, &device_id);
+        let wanted: CachedPush = match &update {
+            PushUpdate::Set(push) => Some(push.clone()),
+            PushUpdate::Remove => None,
+        };
+        let metrics = &self.state.metrics;
+        if let Some(cached) = cached {
+            let same = match (&cached, &wanted) {
+                (Some(a), Some(b)) => {
+                    reg_success::push_equal(&Value::Object(a.clone()), &Value::Object(b.clone()))
+                }
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                metrics.device_cache.inc(&["hit"]);
+                if let PushUpdate::Set(push) = &update {
+                    self.tokens.record(push, &account_db, &device_id).await;
+                }
+                return Ok(RegOutcome::Unchanged);
+            }
+        }
+        metrics.device_cache.inc(&["miss"]);
         let outcome = self
             .couch
             .update_doc(&account_db, &device_id, MAX_CONFLICTS, |doc| {
                 reg_success::apply_update(doc, &update)
             })
             .await?;
+        if let (Some(ticket), UpdateOutcome::Updated { .. } | UpdateOutcome::Unchanged) =
+            (ticket, &outcome)
+        {
+            self.devices.store(&account_db, &device_id, wanted, ticket);
+        }
         if let (PushUpdate::Set(push), UpdateOutcome::Updated { .. } | UpdateOutcome::Unchanged) =
             (&update, &outcome)
         {

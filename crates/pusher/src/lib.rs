@@ -12,6 +12,7 @@
 pub mod config;
 pub mod consumer;
 pub mod ctl;
+pub mod device_cache;
 pub mod handler;
 pub mod http;
 pub mod metrics;
@@ -93,6 +94,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         state.clone(),
         shutdown.clone(),
     ));
+    let couch_for_cache = couch.clone();
     let dispatcher = handler::Dispatcher::new(handler::DispatcherParts {
         couch,
         config,
@@ -100,6 +102,10 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         cancel: shutdown.clone(),
         pusher,
         tokens,
+        devices: Arc::new(device_cache::DeviceCache::new(
+            couch_for_cache,
+            background.clone(),
+        )),
         state: state.clone(),
         node: settings.node.clone(),
     });

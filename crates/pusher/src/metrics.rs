@@ -123,6 +123,9 @@ pub struct Metrics {
     pub messages_in_flight: AtomicI64,
     /// `pusher_reg_success_total{outcome}`.
     pub reg_success: CounterVec,
+    /// `pusher_device_cache_total{result}`: `reg_success` answered from the device cache
+    /// (`hit`) or from CouchDB (`miss`).
+    pub device_cache: CounterVec,
     /// `pusher_pushes_total{provider,app,outcome}`.
     pub pushes: CounterVec,
     /// `pusher_pushes_in_flight`.
@@ -235,6 +238,13 @@ impl Metrics {
             "reg_success messages, by outcome.",
             &["outcome"],
             &self.reg_success,
+        );
+        counters(
+            &mut out,
+            "pusher_device_cache_total",
+            "reg_success with a matching rule answered from the device cache (hit) or CouchDB (miss).",
+            &["result"],
+            &self.device_cache,
         );
         counters(
             &mut out,

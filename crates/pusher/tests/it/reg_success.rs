@@ -303,3 +303,77 @@ async fn bad_messages_are_settled_and_service_keeps_going() {
     assert_eq!(w.ready_status().await, 200);
     w.stop().await;
 }
+
+/// `pusher_device_cache_total{result}` from `/metrics`.
+async fn cache_count(w: &World, result: &str) -> f64 {
+    let addr = w.http_addr.expect("http");
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    let prefix = format!("pusher_device_cache_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Refreshes that change nothing are answered from the device cache — and a change made
+/// to the device elsewhere evicts it, so the next refresh writes the push object again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_cache_answers_refreshes_and_follows_changes_made_elsewhere() {
+    let mut w = World::new().await;
+    w.set_rule("Harness", "^Linphone-Harness").await;
+    w.put_device("cached", json!({})).await;
+    w.start().await;
+    let reg = w.reg_success(0, "cached");
+    w.publish_reg(&reg).await;
+    let doc = w
+        .wait_device("cached", 10, |d| d.get("push").is_some())
+        .await;
+    let expected = push_of(&doc);
+    // The database's feed watcher starts on first use; refresh until the cache answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while cache_count(&w, "hit").await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "no cache hit");
+        w.publish_reg(&reg).await;
+        w.wait_queue_drained().await;
+    }
+    let rev = w.device("cached").await["_rev"].clone();
+    for _ in 0..5 {
+        w.publish_reg(&reg).await;
+    }
+    w.wait_queue_drained().await;
+    assert_eq!(
+        w.device("cached").await["_rev"],
+        rev,
+        "refreshes wrote nothing"
+    );
+
+    // Someone removes the push object behind our back (crossbar, curl, …).
+    let mut edited = w.device("cached").await;
+    edited.as_object_mut().expect("object").remove("push");
+    w.couch
+        .put_doc(&w.account_db, &edited)
+        .await
+        .expect("edit elsewhere");
+    // The feed evicts the entry, so the next refresh restores it (retry: eviction is async).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        w.publish_reg(&reg).await;
+        w.wait_queue_drained().await;
+        let d = w.device("cached").await;
+        if d.get("push").is_some() {
+            assert_eq!(push_of(&d), expected);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "push never restored: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    w.stop().await;
+}
