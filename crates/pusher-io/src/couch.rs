@@ -173,7 +173,9 @@ impl CouchClient {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(3))
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Below the 5 s keep-alive timeout of Node servers (pouchdb-server) and common
+            // proxies, so an idle connection is not reused just as the server closes it.
+            .pool_idle_timeout(Duration::from_secs(4))
             .build()
             .map_err(|e| Error::InvalidUrl(format!("cannot build HTTP client: {e}")))?;
         Ok(Self {
@@ -212,24 +214,24 @@ impl CouchClient {
         }
     }
 
-    /// Sends a request. A request that failed before CouchDB could have acted on it (no
-    /// connection, or a read whose pooled keep-alive connection the server had just
-    /// closed) is tried again twice, 50 ms then 200 ms later; anything else is returned.
+    /// Sends a request. A request that failed in sending (no connection, or a pooled
+    /// connection the server had just closed) is tried again, 50 ms, 250 ms and 1 s later.
+    /// Repeating a write is safe here: every write carries the `_rev` it was based on,
+    /// so one that did reach CouchDB makes the repeat a 409, which the update loops
+    /// resolve by re-reading.
     async fn send(&self, rb: RequestBuilder) -> Result<reqwest::Response> {
-        let mut delays = [Duration::from_millis(50), Duration::from_millis(200)].into_iter();
+        let mut delays = [50, 250, 1000].map(Duration::from_millis).into_iter();
         let mut rb = rb;
         loop {
             let retry = rb.try_clone();
-            let idempotent = retry
-                .as_ref()
-                .and_then(|r| r.try_clone()?.build().ok())
-                .is_some_and(|req| matches!(*req.method(), Method::GET | Method::HEAD));
             match rb.send().await {
                 Ok(resp) => return Ok(resp),
                 Err(e) => {
-                    let safe = e.is_connect() || (idempotent && e.is_request());
+                    let in_sending = (e.is_connect() || e.is_request()) && !e.is_timeout();
                     match (retry, delays.next()) {
-                        (Some(next), Some(delay)) if safe => {
+                        (Some(next), Some(delay)) if in_sending => {
+                            tracing::debug!(error.message = %e.without_url(), retry_in_ms = delay.as_millis() as u64,
+                                "CouchDB request failed in sending; retrying");
                             tokio::time::sleep(delay).await;
                             rb = next;
                         }
