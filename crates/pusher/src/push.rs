@@ -356,7 +356,7 @@ impl Pusher {
                 let refresh = get("token_refresh_window")
                     .and_then(Value::as_u64)
                     .unwrap_or(55);
-                let (digest, p8) = self.p8().await?;
+                let (digest, p8) = self.p8(doc).await?;
                 let signer_key = fingerprint(&[team, key, &digest, &refresh.to_string()]);
                 let signer = {
                     let mut signers = self.signers.lock().unwrap_or_else(|p| p.into_inner());
@@ -402,15 +402,12 @@ impl Pusher {
         Ok(client)
     }
 
-    /// The `.p8` attachment, cached by its digest.
-    async fn p8(&self) -> Result<(String, Arc<Vec<u8>>), String> {
-        let doc = self
-            .couch
-            .get_doc(SYSTEM_CONFIG_DB, PUSHER_CATEGORY)
-            .await
-            .map_err(|e| e.to_string())?
-            .unwrap_or(Value::Null);
+    /// The `.p8` attachment, cached by its digest. The digest comes from the config
+    /// snapshot (CouchDB lists attachment stubs in the doc), so only a changed key costs
+    /// a request.
+    async fn p8(&self, doc: &ConfigDoc) -> Result<(String, Arc<Vec<u8>>), String> {
         let digest = doc
+            .raw()
             .pointer(&format!("/_attachments/{P8_ATTACHMENT}/digest"))
             .and_then(Value::as_str)
             .ok_or("apple.auth_type is token but system_config/pusher has no private_key.p8 attachment (add_apple_pem_file)")?
