@@ -78,6 +78,15 @@ impl TokenIndex {
         }
         let want = json!({"account_db": account_db, "device_id": device_id});
         let result = async {
+            // Most tokens are new: try to create the entry first (one request); only an
+            // existing entry needs the read-compare-write below.
+            let fresh = json!({"_id": id, "account_db": account_db, "device_id": device_id,
+                "registered_at_ms": now_ms()});
+            match self.couch.put_doc(TOKENS_DB, &fresh).await {
+                Ok(_) => return Ok(()),
+                Err(pusher_io::couch::Error::Conflict) => {}
+                Err(e) => return Err(e),
+            }
             let existing = self.couch.get_doc(TOKENS_DB, &id).await?;
             let mut doc = existing.clone().unwrap_or_else(|| json!({"_id": id}));
             if existing.is_some()
