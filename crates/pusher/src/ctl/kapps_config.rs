@@ -16,8 +16,10 @@ use crate::config::{PUSHER_CATEGORY, SYSTEM_CONFIG_DB};
 /// Start of the message of an edit refused by validation.
 const REFUSED: &str = "refused, nothing written";
 
-/// How many 409s a write absorbs before giving up.
-const MAX_CONFLICTS: u32 = 10;
+/// How many 409s a write absorbs before giving up. `system_config/pusher` is one doc for
+/// every app and node, so a busy cluster (or test suite) can write it often; each retry
+/// re-reads, re-applies and re-validates after a short random pause.
+const MAX_CONFLICTS: u32 = 50;
 
 /// Where a write goes.
 #[derive(Debug, Clone, Copy)]
@@ -209,7 +211,12 @@ where
         }
         match couch.put_doc(SYSTEM_CONFIG_DB, &doc).await {
             Ok(_) => return Ok(warnings),
-            Err(couch::Error::Conflict) if conflicts + 1 < MAX_CONFLICTS => conflicts += 1,
+            Err(couch::Error::Conflict) if conflicts + 1 < MAX_CONFLICTS => {
+                conflicts += 1;
+                // Spread competing writers apart: 5–50 ms, growing with the conflicts.
+                let step = rand::random_range(5..50u64) * u64::from(conflicts.min(10));
+                tokio::time::sleep(std::time::Duration::from_millis(step)).await;
+            }
             Err(couch::Error::Conflict) => {
                 return Err(CtlError::Failed(format!(
                     "{SYSTEM_CONFIG_DB}/{cat} kept changing under us ({MAX_CONFLICTS} conflicts); try again"
