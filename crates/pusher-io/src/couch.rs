@@ -105,6 +105,8 @@ pub enum UpdateOutcome {
 pub struct Changes {
     /// Ids of the changed documents, in feed order.
     pub ids: Vec<String>,
+    /// The winning revision of each, aligned with `ids` (empty when the feed gave none).
+    pub revs: Vec<String>,
     /// Sequence to pass as `since` next time.
     pub last_seq: Value,
 }
@@ -423,6 +425,7 @@ impl CouchClient {
             Err(_) => {
                 return Ok(Some(Changes {
                     ids: Vec::new(),
+                    revs: Vec::new(),
                     last_seq: since.clone(),
                 }));
             }
@@ -431,18 +434,28 @@ impl CouchClient {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => {
                 let body = self.body_json(resp, "GET _changes").await?;
-                let ids = body
+                let (ids, revs) = body
                     .get("results")
                     .and_then(Value::as_array)
                     .map(|rs| {
                         rs.iter()
-                            .filter_map(|r| r.get("id").and_then(Value::as_str))
-                            .map(str::to_string)
-                            .collect()
+                            .filter_map(|r| {
+                                let id = r.get("id").and_then(Value::as_str)?;
+                                let rev = r
+                                    .pointer("/changes/0/rev")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or_default();
+                                Some((id.to_string(), rev.to_string()))
+                            })
+                            .unzip()
                     })
                     .unwrap_or_default();
                 let last_seq = body.get("last_seq").cloned().unwrap_or(since.clone());
-                Ok(Some(Changes { ids, last_seq }))
+                Ok(Some(Changes {
+                    ids,
+                    revs,
+                    last_seq,
+                }))
             }
             _ => Err(self.status_error(resp, "GET _changes").await),
         }

@@ -48,7 +48,8 @@ enum DbState {
 #[derive(Debug, Default)]
 struct Inner {
     dbs: HashMap<String, DbState>,
-    entries: HashMap<(String, String), CachedPush>,
+    /// Device → (its push object, the revision we wrote, if we wrote it).
+    entries: HashMap<(String, String), (CachedPush, Option<String>)>,
 }
 
 /// The cache; clone the `Arc` into handlers.
@@ -86,7 +87,10 @@ impl DeviceCache {
             Some(DbState::Watching { generation }) => {
                 let ticket = Ticket(*generation);
                 let key = (db.to_string(), device_id.to_string());
-                (inner.entries.get(&key).cloned(), Some(ticket))
+                (
+                    inner.entries.get(&key).map(|(p, _)| p.clone()),
+                    Some(ticket),
+                )
             }
             Some(DbState::Starting) => (None, None),
             Some(DbState::Failed(at)) if at.elapsed() < RETRY_AFTER => (None, None),
@@ -102,8 +106,16 @@ impl DeviceCache {
     }
 
     /// Stores what a read or write established, unless the feed evicted anything of this
-    /// database since `ticket` was issued.
-    pub fn store(&self, db: &str, device_id: &str, push: CachedPush, ticket: Ticket) {
+    /// database since `ticket` was issued. `written_rev` is the revision of our own
+    /// write: when the feed reports exactly that revision, the entry stays.
+    pub fn store(
+        &self,
+        db: &str,
+        device_id: &str,
+        push: CachedPush,
+        written_rev: Option<String>,
+        ticket: Ticket,
+    ) {
         let mut inner = self.lock();
         let current = matches!(inner.dbs.get(db), Some(DbState::Watching { generation }) if *generation == ticket.0);
         if !current {
@@ -119,7 +131,7 @@ impl DeviceCache {
         }
         inner
             .entries
-            .insert((db.to_string(), device_id.to_string()), push);
+            .insert((db.to_string(), device_id.to_string()), (push, written_rev));
     }
 
     /// Number of cached devices (for tests and metrics).
@@ -172,14 +184,32 @@ async fn watch(couch: &CouchClient, inner: &Mutex<Inner>, db: &str) -> String {
         match couch.changes_longpoll(db, &since, LONGPOLL).await {
             Ok(Some(batch)) => {
                 if !batch.ids.is_empty() {
-                    tracing::trace!(db, changed = batch.ids.len(), "device cache: evicting");
                     let mut guard = inner.lock().unwrap_or_else(PoisonError::into_inner);
-                    for id in &batch.ids {
-                        guard.entries.remove(&(db.to_string(), id.clone()));
+                    // Our own write, already cached with its revision, changes nothing;
+                    // any other change evicts the doc and invalidates reads in flight.
+                    let mut foreign = false;
+                    for (i, id) in batch.ids.iter().enumerate() {
+                        let key = (db.to_string(), id.clone());
+                        let rev = batch.revs.get(i).map(String::as_str).unwrap_or("");
+                        let own = guard
+                            .entries
+                            .get(&key)
+                            .is_some_and(|(_, r)| !rev.is_empty() && r.as_deref() == Some(rev));
+                        if !own {
+                            guard.entries.remove(&key);
+                            foreign = true;
+                        }
                     }
-                    if let Some(DbState::Watching { generation }) = guard.dbs.get_mut(db) {
+                    if foreign && let Some(DbState::Watching { generation }) = guard.dbs.get_mut(db)
+                    {
                         *generation += 1;
                     }
+                    tracing::trace!(
+                        db,
+                        changed = batch.ids.len(),
+                        foreign,
+                        "device cache: feed batch"
+                    );
                 }
                 since = batch.last_seq;
             }

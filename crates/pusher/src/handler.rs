@@ -434,10 +434,19 @@ impl Dispatcher {
                 reg_success::apply_update(doc, &update)
             })
             .await?;
-        if let (Some(ticket), UpdateOutcome::Updated { .. } | UpdateOutcome::Unchanged) =
-            (ticket, &outcome)
-        {
-            self.devices.store(&account_db, &device_id, wanted, ticket);
+        if let Some(ticket) = ticket {
+            match &outcome {
+                UpdateOutcome::Updated { rev, .. } => {
+                    let rev = Some(rev.clone());
+                    self.devices
+                        .store(&account_db, &device_id, wanted, rev, ticket);
+                }
+                UpdateOutcome::Unchanged => {
+                    self.devices
+                        .store(&account_db, &device_id, wanted, None, ticket);
+                }
+                UpdateOutcome::NotFound => {}
+            }
         }
         if let (PushUpdate::Set(push), UpdateOutcome::Updated { .. } | UpdateOutcome::Unchanged) =
             (&update, &outcome)
