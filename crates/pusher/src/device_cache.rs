@@ -6,8 +6,10 @@
 //! watcher follows its `_changes` feed; every change to a doc evicts that doc, whoever
 //! made it (crossbar, another pusher, an operator with curl). The watcher reads the
 //! database's `update_seq` *before* any entry of that database is stored, so no change
-//! after a read can be missed; a per-database generation, bumped on every eviction, stops
-//! a read that raced with a change from being stored. When a feed fails (CouchDB down,
+//! after a read can be missed; the feed generation in which each doc last changed stops a
+//! read that raced with a change to that doc from being stored. The feed also reports
+//! the revision of each change: our own write, cached with its revision, is not evicted
+//! by its own echo. When a feed fails (CouchDB down,
 //! database deleted) the database's entries are dropped and it is not cached again until
 //! a new watcher is up. (`_db_updates` would need one connection instead of one per
 //! database, but pouchdb-server does not implement it; per-database feeds work on both.)
@@ -39,8 +41,15 @@ pub type CachedPush = Option<Map<String, Value>>;
 enum DbState {
     /// Watcher started, `update_seq` not read yet: nothing may be stored.
     Starting,
-    /// Watcher following the feed; entries valid for this generation.
-    Watching { generation: u64 },
+    /// Watcher following the feed. `generation` counts feed batches with foreign
+    /// changes; `changed` says in which generation each doc last changed, so a read of a
+    /// doc is stored only if that doc did not change since the read's ticket. Tickets
+    /// below `floor` are refused (`changed` is emptied when it grows too big).
+    Watching {
+        generation: u64,
+        changed: HashMap<String, u64>,
+        floor: u64,
+    },
     /// Watcher failed at this time; not cached until [`RETRY_AFTER`] has passed.
     Failed(Instant),
 }
@@ -84,7 +93,7 @@ impl DeviceCache {
     pub fn lookup(&self, db: &str, device_id: &str) -> (Option<CachedPush>, Option<Ticket>) {
         let mut inner = self.lock();
         match inner.dbs.get(db) {
-            Some(DbState::Watching { generation }) => {
+            Some(DbState::Watching { generation, .. }) => {
                 let ticket = Ticket(*generation);
                 let key = (db.to_string(), device_id.to_string());
                 (
@@ -117,7 +126,12 @@ impl DeviceCache {
         ticket: Ticket,
     ) {
         let mut inner = self.lock();
-        let current = matches!(inner.dbs.get(db), Some(DbState::Watching { generation }) if *generation == ticket.0);
+        let current = match inner.dbs.get(db) {
+            Some(DbState::Watching { changed, floor, .. }) => {
+                ticket.0 >= *floor && changed.get(device_id).is_none_or(|g| *g <= ticket.0)
+            }
+            _ => false,
+        };
         if !current {
             tracing::trace!(
                 db,
@@ -174,9 +188,14 @@ async fn watch(couch: &CouchClient, inner: &Mutex<Inner>, db: &str) -> String {
     };
     {
         let mut guard = inner.lock().unwrap_or_else(PoisonError::into_inner);
-        guard
-            .dbs
-            .insert(db.to_string(), DbState::Watching { generation: 0 });
+        guard.dbs.insert(
+            db.to_string(),
+            DbState::Watching {
+                generation: 0,
+                changed: HashMap::new(),
+                floor: 0,
+            },
+        );
     }
     tracing::debug!(db, "device cache: following the database's changes");
     let mut since = since;
@@ -187,7 +206,7 @@ async fn watch(couch: &CouchClient, inner: &Mutex<Inner>, db: &str) -> String {
                     let mut guard = inner.lock().unwrap_or_else(PoisonError::into_inner);
                     // Our own write, already cached with its revision, changes nothing;
                     // any other change evicts the doc and invalidates reads in flight.
-                    let mut foreign = false;
+                    let mut foreign = Vec::new();
                     for (i, id) in batch.ids.iter().enumerate() {
                         let key = (db.to_string(), id.clone());
                         let rev = batch.revs.get(i).map(String::as_str).unwrap_or("");
@@ -197,17 +216,29 @@ async fn watch(couch: &CouchClient, inner: &Mutex<Inner>, db: &str) -> String {
                             .is_some_and(|(_, r)| !rev.is_empty() && r.as_deref() == Some(rev));
                         if !own {
                             guard.entries.remove(&key);
-                            foreign = true;
+                            foreign.push(id.clone());
                         }
                     }
-                    if foreign && let Some(DbState::Watching { generation }) = guard.dbs.get_mut(db)
+                    if let Some(DbState::Watching {
+                        generation,
+                        changed,
+                        floor,
+                    }) = guard.dbs.get_mut(db)
+                        && !foreign.is_empty()
                     {
                         *generation += 1;
+                        if changed.len() + foreign.len() > MAX_ENTRIES {
+                            changed.clear();
+                            *floor = *generation;
+                        }
+                        for id in &foreign {
+                            changed.insert(id.clone(), *generation);
+                        }
                     }
                     tracing::trace!(
                         db,
                         changed = batch.ids.len(),
-                        foreign,
+                        foreign = foreign.len(),
                         "device cache: feed batch"
                     );
                 }
