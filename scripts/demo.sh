@@ -200,5 +200,11 @@ say "Operator sends a test push to the iPhone (sup pusher_maintenance push → p
 echo "\$ pusherctl pusher_maintenance push $ACCOUNT_ID $DEVICE_ID"
 target/release/pusherctl pusher_maintenance push "$ACCOUNT_ID" "$DEVICE_ID"
 
+say "What pusherd counted (curl http://$PUSHER_HTTP_ADDR/metrics, histogram buckets left out)"
+metrics=$(curl -sf "http://$PUSHER_HTTP_ADDR/metrics") || die "no /metrics"
+# (the expiry gauge of the demo's app only: a shared dev CouchDB may hold many apps)
+grep -v -e '^#' -e '_bucket{' -e '^pusher_apns_certificate_expiry_seconds' <<<"$metrics"
+grep '^pusher_apns_certificate_expiry_seconds{app="org.myorg.myapp"}' <<<"$metrics" || true
+
 say "pusherd log"
 tail -n 8 .run/demo/pusherd.log
