@@ -21,8 +21,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use pusher_core::reg_success::push_equal;
 use pusher_io::couch::CouchClient;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 /// Most account databases watched at once.
@@ -35,7 +36,7 @@ const LONGPOLL: Duration = Duration::from_secs(25);
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// What the cache knows of a device: its `push` object, or that it has none.
-pub type CachedPush = Option<Map<String, Value>>;
+pub type CachedPush = Option<Value>;
 
 #[derive(Debug)]
 enum DbState {
@@ -88,28 +89,35 @@ impl DeviceCache {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The cached `push` of a device, if known, with a ticket for storing a fresh read.
-    /// Starts watching the database when it is not watched yet (then `(None, None)`).
-    pub fn lookup(&self, db: &str, device_id: &str) -> (Option<CachedPush>, Option<Ticket>) {
+    /// Whether the device is known to have exactly the `wanted` push object (compared
+    /// as [`push_equal`] does, without copying), with a ticket for storing a fresh read.
+    /// Starts watching the database when it is not watched yet (then `(false, None)`).
+    pub fn lookup(&self, db: &str, device_id: &str, wanted: &CachedPush) -> (bool, Option<Ticket>) {
         let mut inner = self.lock();
         match inner.dbs.get(db) {
             Some(DbState::Watching { generation, .. }) => {
                 let ticket = Ticket(*generation);
                 let key = (db.to_string(), device_id.to_string());
-                (
-                    inner.entries.get(&key).map(|(p, _)| p.clone()),
-                    Some(ticket),
-                )
+                let same =
+                    inner
+                        .entries
+                        .get(&key)
+                        .is_some_and(|(cached, _)| match (cached, wanted) {
+                            (Some(a), Some(b)) => push_equal(a, b),
+                            (None, None) => true,
+                            _ => false,
+                        });
+                (same, Some(ticket))
             }
-            Some(DbState::Starting) => (None, None),
-            Some(DbState::Failed(at)) if at.elapsed() < RETRY_AFTER => (None, None),
+            Some(DbState::Starting) => (false, None),
+            Some(DbState::Failed(at)) if at.elapsed() < RETRY_AFTER => (false, None),
             _ => {
                 if inner.dbs.len() < MAX_DBS || inner.dbs.contains_key(db) {
                     inner.dbs.insert(db.to_string(), DbState::Starting);
                     drop(inner);
                     self.spawn_watcher(db.to_string());
                 }
-                (None, None)
+                (false, None)
             }
         }
     }

@@ -405,27 +405,18 @@ impl Dispatcher {
         };
         // A refresh that changes nothing is answered from the cache (kept correct by the
         // database's change feed, see device_cache).
-        let (cached, ticket) = self.devices.lookup(&account_db, &device_id);
         let wanted: CachedPush = match &update {
-            PushUpdate::Set(push) => Some(push.clone()),
+            PushUpdate::Set(push) => Some(Value::Object(push.clone())),
             PushUpdate::Remove => None,
         };
+        let (hit, ticket) = self.devices.lookup(&account_db, &device_id, &wanted);
         let metrics = &self.state.metrics;
-        if let Some(cached) = cached {
-            let same = match (&cached, &wanted) {
-                (Some(a), Some(b)) => {
-                    reg_success::push_equal(&Value::Object(a.clone()), &Value::Object(b.clone()))
-                }
-                (None, None) => true,
-                _ => false,
-            };
-            if same {
-                metrics.device_cache.inc(&["hit"]);
-                if let PushUpdate::Set(push) = &update {
-                    self.tokens.record(push, &account_db, &device_id).await;
-                }
-                return Ok(RegOutcome::Unchanged);
+        if hit {
+            metrics.device_cache.inc(&["hit"]);
+            if let PushUpdate::Set(push) = &update {
+                self.tokens.record(push, &account_db, &device_id).await;
             }
+            return Ok(RegOutcome::Unchanged);
         }
         metrics.device_cache.inc(&["miss"]);
         let outcome = self
