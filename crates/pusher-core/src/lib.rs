@@ -19,6 +19,7 @@
 pub mod account;
 pub mod apns;
 pub mod contact;
+pub mod der;
 pub mod envelope;
 pub mod fcm;
 pub mod kapps_config;

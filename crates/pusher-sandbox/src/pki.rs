@@ -481,58 +481,36 @@ fn openssl(args: &[&str], stdin: Option<&str>) -> Result<String> {
 /// A small DER walk (Certificate → tbsCertificate → subject → CN): enough for the mock to
 /// record which identity a verified client used, without pulling in an X.509 parser.
 pub fn subject_cn(cert_der: &[u8]) -> Option<String> {
-    let (_, cert, _) = der_tlv(cert_der)?;
-    let (_, mut tbs, _) = der_tlv(cert)?;
+    let (_, cert, _) = pusher_core::der::tlv(cert_der)?;
+    let (_, mut tbs, _) = pusher_core::der::tlv(cert)?;
     // Optional explicit [0] version.
     if tbs.first() == Some(&0xA0) {
-        tbs = der_tlv(tbs)?.2;
+        tbs = pusher_core::der::tlv(tbs)?.2;
     }
     // serialNumber, signature, issuer, validity: skip.
     for _ in 0..4 {
-        tbs = der_tlv(tbs)?.2;
+        tbs = pusher_core::der::tlv(tbs)?.2;
     }
-    let (tag, mut subject, _) = der_tlv(tbs)?;
+    let (tag, mut subject, _) = pusher_core::der::tlv(tbs)?;
     if tag != 0x30 {
         return None;
     }
     const CN_OID: [u8; 3] = [0x55, 0x04, 0x03];
     while !subject.is_empty() {
-        let (_, rdn, rest) = der_tlv(subject)?;
+        let (_, rdn, rest) = pusher_core::der::tlv(subject)?;
         subject = rest;
         let mut atvs = rdn;
         while !atvs.is_empty() {
-            let (_, atv, rest) = der_tlv(atvs)?;
+            let (_, atv, rest) = pusher_core::der::tlv(atvs)?;
             atvs = rest;
-            let (oid_tag, oid, value) = der_tlv(atv)?;
+            let (oid_tag, oid, value) = pusher_core::der::tlv(atv)?;
             if oid_tag == 0x06 && oid == CN_OID {
-                let (_, text, _) = der_tlv(value)?;
+                let (_, text, _) = pusher_core::der::tlv(value)?;
                 return Some(String::from_utf8_lossy(text).into_owned());
             }
         }
     }
     None
-}
-
-/// Split one DER TLV: `(tag, content, rest)`.
-fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7F);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
 }
 
 #[cfg(test)]

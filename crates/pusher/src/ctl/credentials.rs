@@ -245,10 +245,10 @@ pub fn certificate_not_after(pem: &str) -> Option<i64> {
 /// SEQUENCE of its kinds (`app`, `voip`, `complication`); the strings are the topics.
 pub fn apple_topics(ext_value: &[u8]) -> Vec<String> {
     let mut topics = Vec::new();
-    let Some((0x30, mut items, _)) = der_tlv(ext_value) else {
+    let Some((0x30, mut items, _)) = pusher_core::der::tlv(ext_value) else {
         return topics;
     };
-    while let Some((tag, content, rest)) = der_tlv(items) {
+    while let Some((tag, content, rest)) = pusher_core::der::tlv(items) {
         // UTF8String, PrintableString, IA5String.
         if matches!(tag, 0x0C | 0x13 | 0x16)
             && let Ok(s) = std::str::from_utf8(content)
@@ -258,28 +258,6 @@ pub fn apple_topics(ext_value: &[u8]) -> Vec<String> {
         items = rest;
     }
     topics
-}
-
-/// Splits one DER TLV: `(tag, content, rest)`.
-fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7F);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
 }
 
 /// Checks an APNs token-auth key (`AuthKey_XXXXXXXXXX.p8`): one unencrypted EC P-256
