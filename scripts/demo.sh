@@ -117,7 +117,7 @@ done
 echo "pusherd runs config revision: $(curl -sf "http://$PUSHER_HTTP_ADDR/ready")"
 
 say "Kamailio publishes reg_success (replaying the real capture, CCVs added)"
-target/release/pusher-replay --fixture ../shared/fixtures/kamailio-captured.jsonl \
+target/release/pusher-replay --fixture tests/fixtures/kamailio-captured.jsonl \
     --event reg_success --index 0 \
     --set "Custom-Channel-Vars={\"Account-ID\":\"$ACCOUNT_ID\",\"Authorizing-ID\":\"$DEVICE_ID\"}" \
     --set 'Proxy-URI="sip:203.0.113.10:5060;transport=udp"'
@@ -140,7 +140,7 @@ target/release/pusherctl pusher_maintenance add_firebase_v1_app_from_service_acc
 
 say "An Android phone registers too"
 put_device "$ANDROID_ID" "Bob Android"
-target/release/pusher-replay --fixture ../shared/fixtures/kamailio-captured.jsonl \
+target/release/pusher-replay --fixture tests/fixtures/kamailio-captured.jsonl \
     --event reg_success --index 0 \
     --set "Custom-Channel-Vars={\"Account-ID\":\"$ACCOUNT_ID\",\"Authorizing-ID\":\"$ANDROID_ID\"}" \
     --set "Contact=\"<sip:2002@127.0.0.1:5076;transport=udp;app-id=$ANDROID_APP;pn-tok=fcm-demo-token-1;pn-type=firebase>\"" \
@@ -169,7 +169,7 @@ for k in ("Token-App", "Token-Type", "Token-ID"):
 }
 for dev in "$DEVICE_ID" "$ANDROID_ID"; do
     mapfile -t sets < <(push_fields "$dev")
-    target/release/pusher-replay --fixture ../shared/fixtures/kamailio-captured.jsonl \
+    target/release/pusher-replay --fixture tests/fixtures/kamailio-captured.jsonl \
         --event push_req --index 0 "${sets[@]}" \
         --set "Msg-ID=\"$(python3 -c 'import uuid; print(uuid.uuid4())')\""
 done

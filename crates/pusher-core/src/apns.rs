@@ -433,7 +433,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const FIXTURES: &str = include_str!("../../../../shared/fixtures/kamailio-captured.jsonl");
+    const FIXTURES: &str = include_str!("../../../tests/fixtures/kamailio-captured.jsonl");
     const NOW: u64 = 1_717_000_000_000;
 
     fn fixture_req() -> PushReq {

@@ -448,7 +448,7 @@ fn parse_quoted(s: &str) -> Result<(String, &str), ContactError> {
 mod tests {
     use super::*;
 
-    const FIXTURES: &str = include_str!("../../../../shared/fixtures/kamailio-captured.jsonl");
+    const FIXTURES: &str = include_str!("../../../tests/fixtures/kamailio-captured.jsonl");
 
     fn fixture_contacts() -> Vec<String> {
         FIXTURES

@@ -50,7 +50,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const FIXTURES: &str = include_str!("../../../../shared/fixtures/kamailio-captured.jsonl");
+    const FIXTURES: &str = include_str!("../../../tests/fixtures/kamailio-captured.jsonl");
 
     #[test]
     fn classifies_captured_messages() {

@@ -229,7 +229,7 @@ pub fn send_path(project_id: &str) -> Result<String, FcmBuildError> {
 mod tests {
     use super::*;
 
-    const FIXTURES: &str = include_str!("../../../../shared/fixtures/kamailio-captured.jsonl");
+    const FIXTURES: &str = include_str!("../../../tests/fixtures/kamailio-captured.jsonl");
     const NOW: u64 = 1_717_000_000_000;
 
     fn fixture_req() -> PushReq {

@@ -270,7 +270,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const FIXTURES: &str = include_str!("../../../../shared/fixtures/kamailio-captured.jsonl");
+    const FIXTURES: &str = include_str!("../../../tests/fixtures/kamailio-captured.jsonl");
 
     /// The captured Kamailio `push_req` body (third fixture line).
     fn fixture_body() -> Value {

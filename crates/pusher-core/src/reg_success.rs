@@ -402,7 +402,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const FIXTURES: &str = include_str!("../../../../shared/fixtures/kamailio-captured.jsonl");
+    const FIXTURES: &str = include_str!("../../../tests/fixtures/kamailio-captured.jsonl");
     const ACCOUNT: &str = "3c1e6a2f9b7d4e0a8c5b1d2e3f405162";
     const DB: &str = "account/3c/1e/6a2f9b7d4e0a8c5b1d2e3f405162";
 

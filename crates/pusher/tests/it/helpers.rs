@@ -17,7 +17,7 @@ use pusher_io::couch::CouchClient;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-pub const FIXTURES: &str = include_str!("../../../../../shared/fixtures/kamailio-captured.jsonl");
+pub const FIXTURES: &str = include_str!("../../../../tests/fixtures/kamailio-captured.jsonl");
 
 static TRACING: Once = Once::new();
 
