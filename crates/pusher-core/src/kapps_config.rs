@@ -12,6 +12,11 @@
 
 use serde_json::{Map, Value};
 
+/// The database of Kazoo's system config documents.
+pub const SYSTEM_CONFIG_DB: &str = "system_config";
+/// The pusher's category (the `_id` of its doc in [`SYSTEM_CONFIG_DB`]).
+pub const PUSHER_CATEGORY: &str = "pusher";
+
 /// The scope every lookup falls back to last.
 pub const DEFAULT_SCOPE: &str = "default";
 
