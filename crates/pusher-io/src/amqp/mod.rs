@@ -22,7 +22,7 @@ mod topology;
 
 pub use decode::{DecodeError, MAX_BODY_BYTES, decode_body};
 pub use publish::{Publisher, ReplyQueue};
-pub use session::{Broker, Consumer, Delivery, QueueState, Settle};
+pub use session::{Broker, Consumer, Delivery, QueueState, Replier, Settle};
 pub use topology::{connect, consume, declare_exchanges, declare_topology, queue_arguments};
 
 /// Shared queue name, identical on every pusher node (Erlang or Rust).

@@ -132,10 +132,25 @@ impl Consumer {
         let _ = self.channel.close(200, reason.into()).await;
     }
 
+    /// A handle that publishes replies on this consumer's channel, for handler tasks.
+    pub fn replier(&self) -> Replier {
+        Replier {
+            channel: self.channel.clone(),
+        }
+    }
+}
+
+/// Publishes the replies requesters asked for, on the consumer's channel.
+#[derive(Debug, Clone)]
+pub struct Replier {
+    channel: Channel,
+}
+
+impl Replier {
     /// Publishes `body` as `application/json`, transient, on the default exchange to
     /// queue `routing_key` (a `push_resp` a requester asked for). No confirm: a
     /// requester that went away must not hold up the ack.
-    pub async fn publish_reply(&self, routing_key: &str, body: &[u8]) -> Result<()> {
+    pub async fn publish(&self, routing_key: &str, body: &[u8]) -> Result<()> {
         let props = BasicProperties::default()
             .with_content_type(ShortString::from("application/json"))
             .with_delivery_mode(1);
