@@ -18,6 +18,9 @@
 //! the service-account key come from the `openssl` CLI (`openssl genrsa -traditional` gives
 //! PKCS#1, `openssl pkcs8 -topk8 -nocrypt` converts). rcgen loads the PKCS#8 form to sign
 //! the certificates. Nothing here is secret: these keys exist for tests only.
+//!
+//! Parts: this module writes and loads the [`TestPki`]; `client` names the identity
+//! variants, `certs` makes certificates and keys, `der` reads a subject CN back.
 
 mod certs;
 mod client;
