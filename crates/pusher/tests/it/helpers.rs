@@ -6,16 +6,37 @@
 //! service resolves node-scoped keys node → zone → default, so tests never see each
 //! other's rules. Services come from `scripts/services.sh up` (run by `make test`);
 //! the URLs are read from `PUSHER_TEST_AMQP_URI` / `PUSHER_TEST_COUCH_URL`.
+//!
+//! Pacing: Kazoo declares the shared queue with `x-max-length` 100 and RabbitMQ drops the
+//! oldest ready message beyond it, so a test that publishes more than that in one go
+//! must not outrun the consumer. [`World::publish_paced`] publishes a batch while the
+//! queue holds at most [`PACE_MAX_READY`] ready messages, waiting on the queue depth
+//! (never on a fixed sleep) before each message.
 
+use std::future::Future;
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
 
 use pusher::settings::Settings;
 use pusher_io::amqp::Publisher;
 use pusher_io::couch::CouchClient;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+
+/// Kazoo's shared queue (`pusher_listener` declares it under this name: wire contract).
+pub const SHARED_QUEUE: &str = "pusher_shared_listener";
+
+/// Most ready messages [`World::publish_paced`] lets the shared queue hold: half of
+/// Kazoo's `x-max-length` (100), so a consumer that falls behind never makes the broker
+/// drop a message from the head.
+pub const PACE_MAX_READY: u32 = 50;
+
+/// How long pacing waits for the consumer to take one message before it fails the test.
+const PACE_STALL: Duration = Duration::from_secs(30);
 
 pub const FIXTURES: &str = include_str!("../../../../tests/fixtures/kamailio-captured.jsonl");
 
@@ -122,6 +143,9 @@ pub struct World {
     /// Extra settings (e.g. `PUSHER_EXTRA_CA_FILE`, `PUSHER_FCM_URL`).
     pub env: Vec<(String, String)>,
     _publisher_conn: Option<lapin::Connection>,
+    /// A connection of its own for passive `queue.declare` (opened on first use): a 404
+    /// there closes the channel, which must not take the publisher down.
+    depth: tokio::sync::OnceCell<(lapin::Connection, lapin::Channel)>,
 }
 
 impl World {
@@ -154,6 +178,7 @@ impl World {
             publisher: None,
             env: Vec::new(),
             _publisher_conn: None,
+            depth: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -359,6 +384,74 @@ impl World {
                 "device {device_id} never reached the expected state: {doc}"
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Ready messages (not counting unacked ones) in this vhost's shared queue: the
+    /// `message-count` of a passive `queue.declare`, one AMQP round trip. Panics if the
+    /// queue does not exist (nothing consumes it yet).
+    pub async fn ready_messages(&self) -> u32 {
+        let (_, channel) = self
+            .depth
+            .get_or_init(|| async {
+                let conn = pusher_io::amqp::connect(&self.vhost.uri(), "it-queue-depth")
+                    .await
+                    .expect("queue-depth connection");
+                let channel = conn.create_channel().await.expect("queue-depth channel");
+                (conn, channel)
+            })
+            .await;
+        let queue = channel
+            .queue_declare(
+                SHARED_QUEUE.into(),
+                QueueDeclareOptions {
+                    // Only look: never create it, or change nothing if it exists.
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "passive declare of {SHARED_QUEUE} in vhost {}: {e} (is a service consuming?)",
+                    self.vhost.name
+                )
+            });
+        queue.message_count()
+    }
+
+    /// Waits until the shared queue holds at most [`PACE_MAX_READY`] ready messages,
+    /// polling its depth; fails the test if the consumer takes none for [`PACE_STALL`].
+    pub async fn wait_for_room(&self) {
+        let mut ready = self.ready_messages().await;
+        let mut progress = (ready, Instant::now());
+        while ready > PACE_MAX_READY {
+            if ready < progress.0 {
+                progress = (ready, Instant::now());
+            }
+            assert!(
+                progress.1.elapsed() < PACE_STALL,
+                "pacing: {ready} messages ready in {SHARED_QUEUE} and none taken for \
+                 {PACE_STALL:?}: the consumer is stuck (vhost {})",
+                self.vhost.name
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            ready = self.ready_messages().await;
+        }
+    }
+
+    /// Publishes every item of `batch` with `publish`, waiting before each one until the
+    /// shared queue has room ([`World::wait_for_room`]): the broker never holds more than
+    /// `PACE_MAX_READY + 1` ready messages of ours, far from the 100 where it drops some.
+    pub async fn publish_paced<T, F, Fut>(&self, batch: impl IntoIterator<Item = T>, mut publish: F)
+    where
+        F: FnMut(T) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        for item in batch {
+            self.wait_for_room().await;
+            publish(item).await;
         }
     }
 
