@@ -295,14 +295,43 @@ impl World {
         }
     }
 
-    /// Writes `value` at `<node>.<path>` in `system_config/pusher` (read-modify-write).
-    pub async fn set_node_config(&self, path: &[&str], value: Value) {
+    /// Writes `value` at `<node>.<path>` in `system_config/pusher` (read-modify-write);
+    /// returns the doc's new `_rev`.
+    pub async fn set_node_config(&self, path: &[&str], value: Value) -> String {
         let mut full = vec![self.node.as_str()];
         full.extend_from_slice(path);
-        set_config(&self.couch, &full, value).await;
+        set_config(&self.couch, &full, value).await
     }
 
-    pub async fn set_rule(&self, key: &str, regex: &str) {
+    /// Waits until the running service reports (as `config_rev` on `/ready`) a revision
+    /// of `system_config/pusher` at or after `rev`: from then on it applies that write.
+    /// Other tests write the same doc concurrently, so a later generation counts too.
+    pub async fn wait_config_applied(&self, rev: &str) {
+        let generation = |r: &str| r.split('-').next().and_then(|g| g.parse::<u64>().ok());
+        let ours = generation(rev).expect("rev generation");
+        let addr = self.http_addr.expect("http enabled");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let running = match reqwest::get(format!("http://{addr}/ready")).await {
+                Ok(r) => r.json::<Value>().await.ok(),
+                Err(_) => None,
+            }
+            .and_then(|body| body["config_rev"].as_str().and_then(generation))
+            .unwrap_or(0);
+            if running >= ours {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "config revision {rev} not applied within 15 s (running generation {running})"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Sets this node's only `User-Agents` rule, `key` → `regex` with the legacy Contact
+    /// parameters (`app-id`, `pn-type`, `pn-tok`); returns the config doc's new `_rev`.
+    pub async fn set_rule(&self, key: &str, regex: &str) -> String {
         self.set_node_config(
             &["User-Agents"],
             json!({ key: {
@@ -310,7 +339,7 @@ impl World {
                 "properties": {"Token-App": "app-id", "Token-Type": "pn-type", "Token-ID": "pn-tok"}
             }}),
         )
-        .await;
+        .await
     }
 
     /// Creates a device doc in this world's account.
@@ -487,8 +516,9 @@ impl Drop for World {
     }
 }
 
-/// Sets `path` in `system_config/pusher`, creating the doc if needed (409-safe).
-pub async fn set_config(couch: &CouchClient, path: &[&str], value: Value) {
+/// Sets `path` in `system_config/pusher`, creating the doc if needed (409-safe); returns
+/// the doc's new `_rev`.
+pub async fn set_config(couch: &CouchClient, path: &[&str], value: Value) -> String {
     for _ in 0..20 {
         let mut doc = couch
             .get_doc("system_config", "pusher")
@@ -497,7 +527,7 @@ pub async fn set_config(couch: &CouchClient, path: &[&str], value: Value) {
             .unwrap_or_else(|| json!({"_id": "pusher", "pvt_type": "config"}));
         pusher_core::kapps_config::set_at(&mut doc, path, value.clone());
         match couch.put_doc("system_config", &doc).await {
-            Ok(_) => return,
+            Ok(rev) => return rev,
             Err(pusher_io::couch::Error::Conflict) => continue,
             Err(e) => panic!("cannot write config: {e}"),
         }

@@ -322,6 +322,7 @@ async fn fcm_v1_one_oauth_request_string_data_and_401_refresh() {
     let mut body = push_req(&app, "firebase", "fcmtok0");
     body["Payload"]["nested"] = json!({"a": 1});
     body["Payload"]["n"] = json!(7);
+    // 20 is under the queue's `x-max-length` (100): no pacing needed.
     for i in 0..20 {
         body["Token-ID"] = json!(format!("fcmtok{i}"));
         publish_push(&w, &body).await;
