@@ -981,8 +981,12 @@ async fn couch_unreachable_for_30s_then_every_device_doc_is_right() {
         move |k: usize| start + Duration::from_secs(1) / per_s * u32::try_from(k).unwrap_or(0)
     };
     let at = paced(20);
+    // Paced by the clock (the scenario: a steady flow through the outage) and, as a
+    // guard, on the queue depth: should the service stop taking deliveries, the test
+    // fails saying so instead of the broker silently dropping messages past 100.
     for i in 0..BEFORE {
         tokio::time::sleep_until(at(i)).await;
+        w.wait_for_room().await;
         w.publish_reg(&reg(i)).await;
     }
 
@@ -993,6 +997,7 @@ async fn couch_unreachable_for_30s_then_every_device_doc_is_right() {
     let mut held_mid = None;
     for k in 0..DURING {
         tokio::time::sleep_until(at(k)).await;
+        w.wait_for_room().await;
         w.publish_reg(&reg(BEFORE + k)).await;
         if k % 25 == 10 {
             ready_during.insert(w.ready_status().await);
@@ -1012,6 +1017,7 @@ async fn couch_unreachable_for_30s_then_every_device_doc_is_right() {
     let at = paced(20);
     for k in 0..AFTER {
         tokio::time::sleep_until(at(k)).await;
+        w.wait_for_room().await;
         w.publish_reg(&reg(BEFORE + DURING + k)).await;
     }
     let mut ready_again = None;

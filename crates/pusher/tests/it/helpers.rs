@@ -6,16 +6,37 @@
 //! service resolves node-scoped keys node → zone → default, so tests never see each
 //! other's rules. Services come from `scripts/services.sh up` (run by `make test`);
 //! the URLs are read from `PUSHER_TEST_AMQP_URI` / `PUSHER_TEST_COUCH_URL`.
+//!
+//! Pacing: Kazoo declares the shared queue with `x-max-length` 100 and RabbitMQ drops the
+//! oldest ready message beyond it, so a test that publishes more than that in one go
+//! must not outrun the consumer. [`World::publish_paced`] publishes a batch while the
+//! queue holds at most [`PACE_MAX_READY`] ready messages, waiting on the queue depth
+//! (never on a fixed sleep) before each message.
 
+use std::future::Future;
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
 
 use pusher::settings::Settings;
 use pusher_io::amqp::Publisher;
 use pusher_io::couch::CouchClient;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+
+/// Kazoo's shared queue (`pusher_listener` declares it under this name: wire contract).
+pub const SHARED_QUEUE: &str = "pusher_shared_listener";
+
+/// Most ready messages [`World::publish_paced`] lets the shared queue hold: half of
+/// Kazoo's `x-max-length` (100), so a consumer that falls behind never makes the broker
+/// drop a message from the head.
+pub const PACE_MAX_READY: u32 = 50;
+
+/// How long pacing waits for the consumer to take one message before it fails the test.
+const PACE_STALL: Duration = Duration::from_secs(30);
 
 pub const FIXTURES: &str = include_str!("../../../../tests/fixtures/kamailio-captured.jsonl");
 
@@ -122,6 +143,9 @@ pub struct World {
     /// Extra settings (e.g. `PUSHER_EXTRA_CA_FILE`, `PUSHER_FCM_URL`).
     pub env: Vec<(String, String)>,
     _publisher_conn: Option<lapin::Connection>,
+    /// A connection of its own for passive `queue.declare` (opened on first use): a 404
+    /// there closes the channel, which must not take the publisher down.
+    depth: tokio::sync::OnceCell<(lapin::Connection, lapin::Channel)>,
 }
 
 impl World {
@@ -154,6 +178,7 @@ impl World {
             publisher: None,
             env: Vec::new(),
             _publisher_conn: None,
+            depth: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -270,14 +295,43 @@ impl World {
         }
     }
 
-    /// Writes `value` at `<node>.<path>` in `system_config/pusher` (read-modify-write).
-    pub async fn set_node_config(&self, path: &[&str], value: Value) {
+    /// Writes `value` at `<node>.<path>` in `system_config/pusher` (read-modify-write);
+    /// returns the doc's new `_rev`.
+    pub async fn set_node_config(&self, path: &[&str], value: Value) -> String {
         let mut full = vec![self.node.as_str()];
         full.extend_from_slice(path);
-        set_config(&self.couch, &full, value).await;
+        set_config(&self.couch, &full, value).await
     }
 
-    pub async fn set_rule(&self, key: &str, regex: &str) {
+    /// Waits until the running service reports (as `config_rev` on `/ready`) a revision
+    /// of `system_config/pusher` at or after `rev`: from then on it applies that write.
+    /// Other tests write the same doc concurrently, so a later generation counts too.
+    pub async fn wait_config_applied(&self, rev: &str) {
+        let generation = |r: &str| r.split('-').next().and_then(|g| g.parse::<u64>().ok());
+        let ours = generation(rev).expect("rev generation");
+        let addr = self.http_addr.expect("http enabled");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let running = match reqwest::get(format!("http://{addr}/ready")).await {
+                Ok(r) => r.json::<Value>().await.ok(),
+                Err(_) => None,
+            }
+            .and_then(|body| body["config_rev"].as_str().and_then(generation))
+            .unwrap_or(0);
+            if running >= ours {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "config revision {rev} not applied within 15 s (running generation {running})"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Sets this node's only `User-Agents` rule, `key` → `regex` with the legacy Contact
+    /// parameters (`app-id`, `pn-type`, `pn-tok`); returns the config doc's new `_rev`.
+    pub async fn set_rule(&self, key: &str, regex: &str) -> String {
         self.set_node_config(
             &["User-Agents"],
             json!({ key: {
@@ -285,7 +339,7 @@ impl World {
                 "properties": {"Token-App": "app-id", "Token-Type": "pn-type", "Token-ID": "pn-tok"}
             }}),
         )
-        .await;
+        .await
     }
 
     /// Creates a device doc in this world's account.
@@ -362,6 +416,74 @@ impl World {
         }
     }
 
+    /// Ready messages (not counting unacked ones) in this vhost's shared queue: the
+    /// `message-count` of a passive `queue.declare`, one AMQP round trip. Panics if the
+    /// queue does not exist (nothing consumes it yet).
+    pub async fn ready_messages(&self) -> u32 {
+        let (_, channel) = self
+            .depth
+            .get_or_init(|| async {
+                let conn = pusher_io::amqp::connect(&self.vhost.uri(), "it-queue-depth")
+                    .await
+                    .expect("queue-depth connection");
+                let channel = conn.create_channel().await.expect("queue-depth channel");
+                (conn, channel)
+            })
+            .await;
+        let queue = channel
+            .queue_declare(
+                SHARED_QUEUE.into(),
+                QueueDeclareOptions {
+                    // Only look: never create it, or change nothing if it exists.
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "passive declare of {SHARED_QUEUE} in vhost {}: {e} (is a service consuming?)",
+                    self.vhost.name
+                )
+            });
+        queue.message_count()
+    }
+
+    /// Waits until the shared queue holds at most [`PACE_MAX_READY`] ready messages,
+    /// polling its depth; fails the test if the consumer takes none for [`PACE_STALL`].
+    pub async fn wait_for_room(&self) {
+        let mut ready = self.ready_messages().await;
+        let mut progress = (ready, Instant::now());
+        while ready > PACE_MAX_READY {
+            if ready < progress.0 {
+                progress = (ready, Instant::now());
+            }
+            assert!(
+                progress.1.elapsed() < PACE_STALL,
+                "pacing: {ready} messages ready in {SHARED_QUEUE} and none taken for \
+                 {PACE_STALL:?}: the consumer is stuck (vhost {})",
+                self.vhost.name
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            ready = self.ready_messages().await;
+        }
+    }
+
+    /// Publishes every item of `batch` with `publish`, waiting before each one until the
+    /// shared queue has room ([`World::wait_for_room`]): the broker never holds more than
+    /// `PACE_MAX_READY + 1` ready messages of ours, far from the 100 where it drops some.
+    pub async fn publish_paced<T, F, Fut>(&self, batch: impl IntoIterator<Item = T>, mut publish: F)
+    where
+        F: FnMut(T) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        for item in batch {
+            self.wait_for_room().await;
+            publish(item).await;
+        }
+    }
+
     /// Waits until the shared queue in our vhost has no messages ready or unacked.
     pub async fn wait_queue_drained(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -394,8 +516,9 @@ impl Drop for World {
     }
 }
 
-/// Sets `path` in `system_config/pusher`, creating the doc if needed (409-safe).
-pub async fn set_config(couch: &CouchClient, path: &[&str], value: Value) {
+/// Sets `path` in `system_config/pusher`, creating the doc if needed (409-safe); returns
+/// the doc's new `_rev`.
+pub async fn set_config(couch: &CouchClient, path: &[&str], value: Value) -> String {
     for _ in 0..20 {
         let mut doc = couch
             .get_doc("system_config", "pusher")
@@ -404,7 +527,7 @@ pub async fn set_config(couch: &CouchClient, path: &[&str], value: Value) {
             .unwrap_or_else(|| json!({"_id": "pusher", "pvt_type": "config"}));
         pusher_core::kapps_config::set_at(&mut doc, path, value.clone());
         match couch.put_doc("system_config", &doc).await {
-            Ok(_) => return,
+            Ok(rev) => return rev,
             Err(pusher_io::couch::Error::Conflict) => continue,
             Err(e) => panic!("cannot write config: {e}"),
         }

@@ -322,6 +322,7 @@ async fn fcm_v1_one_oauth_request_string_data_and_401_refresh() {
     let mut body = push_req(&app, "firebase", "fcmtok0");
     body["Payload"]["nested"] = json!({"a": 1});
     body["Payload"]["n"] = json!(7);
+    // 20 is under the queue's `x-max-length` (100): no pacing needed.
     for i in 0..20 {
         body["Token-ID"] = json!(format!("fcmtok{i}"));
         publish_push(&w, &body).await;
@@ -378,12 +379,16 @@ async fn thousand_pushes_with_20ms_latency_all_arrive() {
     set_apple_cert(&w, &app, ClientVariant::Pkcs8, &mock, json!({})).await;
     w.start().await;
     let started = Instant::now();
-    let mut body = push_req(&app, "apple", "x");
-    // Publish paced under the queue's 100-message cap (Kazoo's x-max-length).
-    for i in 0..1000 {
+    let body = push_req(&app, "apple", "x");
+    // Paced on the queue depth, under the queue's 100-message cap (Kazoo's x-max-length):
+    // published unpaced, a slow consumer would make the broker drop the oldest.
+    w.publish_paced(0..1000, |i| {
+        let mut body = body.clone();
         body["Token-ID"] = json!(format!("f{i:04}"));
-        publish_push(&w, &body).await;
-    }
+        let w = &w;
+        async move { publish_push(w, &body).await }
+    })
+    .await;
     let got = mock.wait_for(1000, Duration::from_secs(60)).await;
     let elapsed = started.elapsed();
     let tokens: std::collections::HashSet<_> = got.iter().map(|r| r.token.clone()).collect();

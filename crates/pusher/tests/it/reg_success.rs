@@ -138,17 +138,11 @@ async fn rfc8599_params_are_opt_in() {
     assert!(w.device("dev4").await.get("push").is_none());
 
     // On: pn-provider/pn-param/pn-prid become the push object.
-    w.set_node_config(&["rfc8599"], json!(true)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let doc = loop {
-        w.publish_reg(&reg).await;
-        w.wait_queue_drained().await;
-        let d = w.device("dev4").await;
-        if d.get("push").is_some() {
-            break d;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    // Once the service runs on the revision that turned it on (state, not a sleep).
+    let rev = w.set_node_config(&["rfc8599"], json!(true)).await;
+    w.wait_config_applied(&rev).await;
+    w.publish_reg(&reg).await;
+    let doc = w.wait_device("dev4", 10, |d| d.get("push").is_some()).await;
     assert_eq!(
         push_of(&doc),
         json!({

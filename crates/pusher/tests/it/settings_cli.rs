@@ -250,8 +250,10 @@ fn check_gives_up_after_two_seconds_on_a_silent_server() {
         "{}",
         text(&out.stderr)
     );
+    // The floor proves it waited its 2 s; the ceiling only guards against a hang (process
+    // start-up on a loaded machine is not what this measures).
     assert!(
-        took >= Duration::from_millis(1900) && took < Duration::from_secs(4),
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(10),
         "{took:?}"
     );
     drop(silent);
