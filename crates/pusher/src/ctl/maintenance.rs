@@ -9,11 +9,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use pusher_core::credentials::{self, CredentialError};
 use pusher_core::kapps_config::ConfigDoc;
 use pusher_io::couch;
 use serde_json::{Value, json};
 
-use super::credentials::{self, CredentialError};
 use super::kapps_config::update_category;
 use super::{CtlError, Ctx, EXPIRY_WARNING_DAYS, Report, Result, failed};
 use crate::config::{PUSHER_CATEGORY, SYSTEM_CONFIG_DB};

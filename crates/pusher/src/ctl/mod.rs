@@ -14,12 +14,12 @@
 //! The settings are `pusherd`'s ([`Settings::from_env`]): `PUSHER_COUCH_URL`,
 //! `PUSHER_AMQP_URI`, `PUSHER_NODE`, `PUSHER_ZONE`, `PUSHER_PUSH_DEADLINE_MS`, …
 
-pub mod credentials;
 pub mod kapps_config;
 pub mod maintenance;
 pub mod push;
 pub mod validate;
 
+use pusher_core::credentials;
 use pusher_io::couch::CouchClient;
 
 use crate::settings::Settings;
