@@ -12,6 +12,11 @@
 
 use serde_json::{Map, Value};
 
+/// The database of Kazoo's system config documents.
+pub const SYSTEM_CONFIG_DB: &str = "system_config";
+/// The pusher's category (the `_id` of its doc in [`SYSTEM_CONFIG_DB`]).
+pub const PUSHER_CATEGORY: &str = "pusher";
+
 /// The scope every lookup falls back to last.
 pub const DEFAULT_SCOPE: &str = "default";
 
@@ -83,6 +88,18 @@ pub fn to_boolean(v: &Value) -> Option<bool> {
         Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
         Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
         _ => None,
+    }
+}
+
+/// The kind of a JSON value, for error messages (`"a string"`, `"an object"`, …).
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 

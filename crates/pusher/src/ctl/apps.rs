@@ -2,10 +2,10 @@
 //! as `pusherd` resolves it, with the days until an APNs certificate expires (exit 2
 //! when one is expired, unreadable or expires within [`EXPIRY_WARNING_DAYS`]).
 
+use pusher_core::credentials;
 use pusher_core::kapps_config::ConfigDoc;
 use serde_json::{Value, json};
 
-use super::credentials;
 use super::maintenance::{DEFAULT_APNS_HOST, now_unix};
 use super::{Ctx, EXPIRY_WARNING_DAYS, Report, Result, failed};
 use crate::config::{PUSHER_CATEGORY, SYSTEM_CONFIG_DB};

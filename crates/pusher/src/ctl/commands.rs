@@ -6,7 +6,9 @@
 use futures_util::future::LocalBoxFuture;
 
 use super::kapps_config::{self, Scope};
-use super::{CtlError, Ctx, Report, Result, apps, credentials, failed, maintenance, push};
+use pusher_core::credentials;
+
+use super::{CtlError, Ctx, Report, Result, apps, failed, maintenance, push};
 
 /// What runs a command: its context and its (arity-checked) arguments.
 pub type Handler = for<'a> fn(&'a Ctx<'a>, Args<'a>) -> LocalBoxFuture<'a, Result<Report>>;

@@ -4,16 +4,16 @@
 //! Kazoo's `kapps_config:set_node(…, AppId)` writes them (spec §1.5, §1.8); `pusherd`
 //! resolves them app → zone → `default` (see `crate::push`). The `.p8` key is one
 //! attachment of `system_config/pusher` for every token app. Each command checks its
-//! input ([`super::credentials`]) before writing, so a bad certificate is caught when it
+//! input ([`pusher_core::credentials`]) before writing, so a bad certificate is caught when it
 //! is added, not when a call arrives; secrets are never printed. `list_apps` is in
 //! [`super::apps`].
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use pusher_core::credentials::{self, CredentialError};
 use pusher_io::couch;
 use serde_json::{Value, json};
 
-use super::credentials::{self, CredentialError};
 use super::kapps_config::update_category;
 use super::{CtlError, Ctx, EXPIRY_WARNING_DAYS, Report, Result, failed};
 use crate::config::{PUSHER_CATEGORY, SYSTEM_CONFIG_DB};

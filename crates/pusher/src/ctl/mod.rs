@@ -9,7 +9,7 @@
 //! - [`kapps_config`]: `get`/`set`/`set_default`/`set_json`/`set_node`/`delete` on any
 //!   `system_config` category, with sup's semantics (spec §8), validated for `pusher`;
 //! - [`maintenance`]: `pusher_maintenance` — credentials written where `pusherd` reads
-//!   them (spec §1.5, §1.8), after [`credentials`] checked them;
+//!   them (spec §1.5, §1.8), after [`pusher_core::credentials`] checked them;
 //! - [`apps`]: `list_apps`, the table of configured apps and certificate expiry;
 //! - [`push`]: a test push through RabbitMQ and the running `pusherd`, with its verdict;
 //! - [`validate`]: schema and semantic checks of `system_config/pusher` edits, and
@@ -20,7 +20,6 @@
 
 pub mod apps;
 pub mod commands;
-pub mod credentials;
 pub mod kapps_config;
 pub mod maintenance;
 mod parse;
