@@ -2,6 +2,7 @@
 //! as `pusherd` resolves it, with the days until an APNs certificate expires (exit 2
 //! when one is expired, unreadable or expires within [`EXPIRY_WARNING_DAYS`]).
 
+use pusher_core::app_config::default_auth_type;
 use pusher_core::credentials;
 use pusher_core::kapps_config::ConfigDoc;
 use serde_json::{Value, json};
@@ -48,7 +49,7 @@ fn app_rows(doc: &Value, zone: &str, now: i64) -> Vec<AppRow> {
         if scope.get("apple").is_some_and(Value::is_object) {
             let cert = get_str(&["apple", "certificate"]);
             let auth = get_str(&["apple", "auth_type"])
-                .unwrap_or_else(|| if cert.is_some() { "certdata" } else { "token" }.to_string());
+                .unwrap_or_else(|| default_auth_type(cert.as_deref()).to_string());
             let days_left = if auth == "certdata" {
                 Some(match &cert {
                     None => Err("no certificate".to_string()),

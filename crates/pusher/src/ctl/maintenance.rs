@@ -10,6 +10,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use pusher_core::app_config::P8_ATTACHMENT;
 use pusher_core::credentials::{self, CredentialError};
 use pusher_io::couch;
 use serde_json::{Value, json};
@@ -17,7 +18,6 @@ use serde_json::{Value, json};
 use super::kapps_config::update_category;
 use super::{CtlError, Ctx, EXPIRY_WARNING_DAYS, Report, Result, failed};
 use crate::config::{PUSHER_CATEGORY, SYSTEM_CONFIG_DB};
-use crate::push::P8_ATTACHMENT;
 
 /// APNs production host, Kazoo's default for `apple.host`.
 pub const DEFAULT_APNS_HOST: &str = "api.push.apple.com";

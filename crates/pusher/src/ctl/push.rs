@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt as _;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
+use pusher_core::app_config::AppConfig;
 use pusher_core::kapps_config::ConfigDoc;
+use pusher_core::push_req::TokenType;
 use pusher_io::amqp::{self, Publisher};
 use rand::Rng as _;
 use serde_json::{Value, json};
@@ -170,14 +172,13 @@ pub fn verdict_line(reply: &Value, elapsed: Duration, app: &str) -> (String, boo
     (line, status == "delivered")
 }
 
-/// Push deadline for `app`: config `push_deadline_ms` (app → zone → default, 1–60 s),
-/// else `PUSHER_PUSH_DEADLINE_MS` — the same resolution as `pusherd`.
-fn deadline(cfg: &ConfigDoc, app: &str, zone: &str, fallback: Duration) -> Duration {
-    cfg.app_value(app, zone, &["push_deadline_ms"])
-        .and_then(Value::as_u64)
-        .filter(|ms| (1_000..=60_000).contains(ms))
-        .map(Duration::from_millis)
-        .unwrap_or(fallback)
+/// Push deadline of the device's app: `AppConfig::resolve`'s (config `push_deadline_ms`
+/// app → zone → default, 1–60 s), else `PUSHER_PUSH_DEADLINE_MS` — what `pusherd` uses.
+/// An unknown `Token-Type` has no app config; `pusherd` refuses it at once anyway.
+fn deadline(cfg: &ConfigDoc, dev: &DevicePush, zone: &str, fallback: Duration) -> Duration {
+    TokenType::parse(&dev.token_type).map_or(fallback, |t| {
+        AppConfig::resolve(cfg, &dev.app, zone, t).deadline_or(fallback)
+    })
 }
 
 /// `push AccountId DeviceId`.
@@ -198,12 +199,7 @@ pub async fn push(ctx: &Ctx<'_>, account_id: &str, device_id: &str) -> Result<Re
             .map_err(failed)?
             .unwrap_or(Value::Null),
     );
-    let wait = deadline(
-        &cfg,
-        &dev.app,
-        &ctx.settings.zone,
-        ctx.settings.push.deadline,
-    ) + REPLY_GRACE;
+    let wait = deadline(&cfg, &dev, &ctx.settings.zone, ctx.settings.push.deadline) + REPLY_GRACE;
 
     let uri = &ctx.settings.amqp_uri;
     let redacted = pusher_io::couch::redact_url(uri);
@@ -394,6 +390,24 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("routing key"), "{e}");
+    }
+
+    #[test]
+    fn deadline_is_pusherds() {
+        let fallback = Duration::from_secs(20);
+        let cfg = |ms: u64| {
+            ConfigDoc::new(json!({"default": {"push_deadline_ms": 30_000},
+                                  "org.example.app": {"push_deadline_ms": ms}}))
+        };
+        assert_eq!(
+            deadline(&cfg(5_000), &dev(), "z", fallback),
+            Duration::from_secs(5)
+        );
+        // Out of 1–60 s: not used, and the app's value hides the default's.
+        assert_eq!(deadline(&cfg(500), &dev(), "z", fallback), fallback);
+        let mut other = dev();
+        other.token_type = "pager".into();
+        assert_eq!(deadline(&cfg(5_000), &other, "z", fallback), fallback);
     }
 
     #[test]
