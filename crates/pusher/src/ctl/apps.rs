@@ -8,7 +8,7 @@ use pusher_core::kapps_config::ConfigDoc;
 use serde_json::{Value, json};
 
 use super::maintenance::{DEFAULT_APNS_HOST, now_unix};
-use super::{Ctx, EXPIRY_WARNING_DAYS, Report, Result, failed};
+use super::{Ctx, EXPIRY_WARNING_DAYS, Report, Result, failed, validate};
 use crate::config::{PUSHER_CATEGORY, SYSTEM_CONFIG_DB};
 
 /// One row of `list_apps`.
@@ -136,6 +136,20 @@ fn render(rows: &[AppRow]) -> String {
             ]
         })
         .collect();
+    // Cells come from the doc as written; one holding a key (a paste into the wrong
+    // field) is never printed.
+    let cells: Vec<[String; 6]> = cells
+        .into_iter()
+        .map(|row| {
+            row.map(|c| {
+                if validate::looks_like_private_key(&c) {
+                    "<secret, not shown>".to_string()
+                } else {
+                    c
+                }
+            })
+        })
+        .collect();
     let mut widths = header.map(str::len);
     for row in &cells {
         for (w, c) in widths.iter_mut().zip(row) {
@@ -244,5 +258,14 @@ mod tests {
         let table = render(&rows);
         assert!(table.starts_with("APP      PROVIDER"), "{table}");
         assert!(!table.contains("AAAA"));
+    }
+
+    #[test]
+    fn a_key_pasted_into_any_field_is_not_printed() {
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADAN\n-----END PRIVATE KEY-----";
+        let doc = json!({"org.x": {"apple": {"auth_type": key, "host": key}}});
+        let table = render(&app_rows(&doc, "local", 0));
+        assert!(!table.contains("MIIEvQIBADAN"), "{table}");
+        assert!(table.contains("<secret, not shown>"), "{table}");
     }
 }

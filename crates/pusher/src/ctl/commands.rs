@@ -97,7 +97,8 @@ pub const COMMANDS: &[Command] = &[
         help: "Prints the value of Key in system_config/<Category>, looked up under Node (default
 PUSHER_NODE), then PUSHER_ZONE, then \"default\" — the order pusherd reads it in.
 Key is a dotted path (User-Agents.MyApp.regex). Prints `undefined` when nothing is set.
-Secrets (certificate, private_key, api_key) are shown only as their size.",
+Secrets (certificate, private_key, api_key, any PEM private key, also inside a value
+stored as a JSON string) are shown only as their size.",
     },
     Command {
         module: "kapps_config",
