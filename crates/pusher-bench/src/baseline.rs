@@ -184,22 +184,15 @@ pub async fn couch_put_loop(
     for (i, d) in docs.into_iter().enumerate() {
         owned[i % concurrency].push(d);
     }
-    let next = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
+    let jobs = Jobs::new(n);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for mut mine in owned.into_iter().filter(|m| !m.is_empty()) {
-        let http = http.clone();
-        let next = next.clone();
-        let errors = errors.clone();
+        let (http, jobs) = (http.clone(), jobs.clone());
         let db_url = db_url.to_string();
         tasks.spawn(async move {
             let mut k = 0usize;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
+            while let Some(i) = jobs.take() {
                 let len = mine.len();
                 let doc = &mut mine[k % len];
                 k += 1;
@@ -212,15 +205,13 @@ pub async fn couch_put_loop(
                         let v: Value = r.json().await.unwrap_or_default();
                         doc["_rev"] = v["rev"].clone();
                     }
-                    _ => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                    _ => jobs.record(false),
                 }
             }
         });
     }
     while tasks.join_next().await.is_some() {}
-    Ok((started.elapsed(), errors.load(Ordering::Relaxed)))
+    Ok((started.elapsed(), jobs.failed()))
 }
 
 /// Bare CouchDB GET loop (what P2 costs per message without a cache): `concurrency`
@@ -232,34 +223,26 @@ pub async fn couch_get_loop(
     n: u64,
     concurrency: usize,
 ) -> Result<(Duration, u64)> {
-    let next = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
+    let jobs = Jobs::new(n);
     let devices = Arc::new(devices.to_vec());
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (http, next, errors, devices) =
-            (http.clone(), next.clone(), errors.clone(), devices.clone());
+        let (http, jobs, devices) = (http.clone(), jobs.clone(), devices.clone());
         let db_url = db_url.to_string();
         tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
+            while let Some(i) = jobs.take() {
                 let id = &devices[i as usize % devices.len()];
                 let ok = match http.get(format!("{db_url}/{id}")).send().await {
                     Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
                     _ => false,
                 };
-                if !ok {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
+                jobs.record(ok);
             }
         });
     }
     while tasks.join_next().await.is_some() {}
-    Ok((started.elapsed(), errors.load(Ordering::Relaxed)))
+    Ok((started.elapsed(), jobs.failed()))
 }
 
 /// Bare HTTP/2 loop: one reqwest client (one HTTP/2 connection, client certificate, the
@@ -310,30 +293,54 @@ pub async fn h2_loop(
     };
     // Warm the connection (TLS handshake) outside the timing.
     send(client.clone(), "warmup0".into()).await?;
-    let next = Arc::new(AtomicU64::new(0));
-    let bad = Arc::new(AtomicU64::new(0));
+    let jobs = Jobs::new(n);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let client = client.clone();
-        let next = next.clone();
-        let bad = bad.clone();
-        let send = send.clone();
+        let (client, jobs, send) = (client.clone(), jobs.clone(), send.clone());
         tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                if !matches!(
-                    send(client.clone(), format!("h2base{i:08x}")).await,
-                    Ok(true)
-                ) {
-                    bad.fetch_add(1, Ordering::Relaxed);
-                }
+            while let Some(i) = jobs.take() {
+                let ok = send(client.clone(), format!("h2base{i:08x}")).await;
+                jobs.record(matches!(ok, Ok(true)));
             }
         });
     }
     while tasks.join_next().await.is_some() {}
-    Ok((started.elapsed(), bad.load(Ordering::Relaxed)))
+    Ok((started.elapsed(), jobs.failed()))
+}
+
+/// `n` numbered jobs shared by the workers of a bare loop: each worker takes the next
+/// number until all are taken; failures are counted.
+#[derive(Debug, Clone)]
+struct Jobs {
+    n: u64,
+    next: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+}
+
+impl Jobs {
+    fn new(n: u64) -> Self {
+        Jobs {
+            n,
+            next: Arc::new(AtomicU64::new(0)),
+            failed: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The next job number, `None` once all `n` are taken.
+    fn take(&self) -> Option<u64> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        (i < self.n).then_some(i)
+    }
+
+    /// Count a failure when `ok` is false.
+    fn record(&self, ok: bool) {
+        if !ok {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
 }

@@ -152,25 +152,9 @@ pub async fn closed_loop(
         let batch = room.min(n - sent);
         let mut confirms = Vec::with_capacity(batch as usize);
         for i in sent..sent + batch {
-            let m = make(i);
-            confirms.push(
-                broker
-                    .publish
-                    .basic_publish(
-                        m.exchange.into(),
-                        m.key.as_str().into(),
-                        BasicPublishOptions::default(),
-                        &m.body,
-                        props(),
-                    )
-                    .await?,
-            );
+            confirms.push(publish(broker, &make(i)).await?);
         }
-        for c in confirms {
-            if !c.await?.is_ack() {
-                bail!("the broker refused a publish");
-            }
-        }
+        all_acked(confirms).await?;
         sent += batch;
     }
     Ok(Published {
@@ -198,33 +182,42 @@ pub async fn paced(
         tokio::time::sleep_until(start + Duration::from_micros(i * 1_000_000 / rate_per_s)).await;
         let m = make(i);
         sent_us.push(now_us());
-        confirms.push(
-            broker
-                .publish
-                .basic_publish(
-                    m.exchange.into(),
-                    m.key.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &m.body,
-                    props(),
-                )
-                .await?,
-        );
+        confirms.push(publish(broker, &m).await?);
         if i % 500 == 0 {
             max_seen = max_seen.max(broker.ready().await?);
         }
     }
-    for c in confirms {
-        if !c.await?.is_ack() {
-            bail!("the broker refused a publish");
-        }
-    }
+    all_acked(confirms).await?;
     Ok(Published {
         started,
         started_wall,
         max_ready_seen: max_seen,
         sent_us,
     })
+}
+
+/// Publishes one message on the confirm-mode channel; the confirm is awaited later.
+async fn publish(broker: &Broker, m: &Msg) -> Result<lapin::PublisherConfirm> {
+    Ok(broker
+        .publish
+        .basic_publish(
+            m.exchange.into(),
+            m.key.as_str().into(),
+            BasicPublishOptions::default(),
+            &m.body,
+            props(),
+        )
+        .await?)
+}
+
+/// Awaits publisher confirms; a nack is an error.
+async fn all_acked(confirms: Vec<lapin::PublisherConfirm>) -> Result<()> {
+    for c in confirms {
+        if !c.await?.is_ack() {
+            bail!("the broker refused a publish");
+        }
+    }
+    Ok(())
 }
 
 /// Waits until the shared queue has no ready message; returns when that was seen.

@@ -219,12 +219,33 @@ pub fn valid_token_app(app: &str) -> bool {
 /// receive unsolicited replies; Kamailio's own `Server-ID` is deliberately not used.
 pub const REPLY_TO_FIELD: &str = "Pusher-Reply-To";
 
-/// The reply queue a request asked for, when it is a usable AMQP queue name
-/// (1–255 bytes, no control characters).
-pub fn reply_to(body: &Value) -> Option<&str> {
-    body.get(REPLY_TO_FIELD)
-        .and_then(Value::as_str)
-        .filter(|q| !q.is_empty() && q.len() <= 255 && !q.chars().any(char::is_control))
+/// The envelope of a `push_req` that a `push_resp` needs, read once from the body even
+/// when the request itself is unusable (so the requester still gets its answer).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Echo {
+    /// `Msg-ID`, echoed.
+    pub msg_id: Option<String>,
+    /// `Call-ID`, echoed.
+    pub call_id: Option<String>,
+    /// `Token-App`, echoed.
+    pub token_app: Option<String>,
+    /// [`REPLY_TO_FIELD`], when it is a usable AMQP queue name (1–255 bytes, no control
+    /// characters).
+    pub reply_to: Option<String>,
+}
+
+impl Echo {
+    /// Reads the envelope of a request body (non-string fields count as absent).
+    pub fn of(body: &Value) -> Echo {
+        let string = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
+        Echo {
+            msg_id: string("Msg-ID"),
+            call_id: string("Call-ID"),
+            token_app: string("Token-App"),
+            reply_to: string(REPLY_TO_FIELD)
+                .filter(|q| !q.is_empty() && q.len() <= 255 && !q.chars().any(char::is_control)),
+        }
+    }
 }
 
 /// What became of one push, as reported to a requester that asked for it.
@@ -241,20 +262,15 @@ pub struct PushVerdict<'a> {
     pub elapsed_ms: u64,
 }
 
-/// The `push_resp` body answering `request` (same `Msg-ID` and `Call-ID`).
-pub fn push_resp(request: &Value, verdict: &PushVerdict<'_>, node: &str, version: &str) -> Value {
-    let echo = |name: &str| {
-        request
-            .get(name)
-            .and_then(Value::as_str)
-            .map_or(Value::Null, |s| Value::String(s.to_string()))
-    };
+/// The `push_resp` body answering a request (same `Msg-ID` and `Call-ID`).
+pub fn push_resp(request: &Echo, verdict: &PushVerdict<'_>, node: &str, version: &str) -> Value {
+    let echo = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
     serde_json::json!({
         "Event-Category": "notification",
         "Event-Name": "push_resp",
-        "Msg-ID": echo("Msg-ID"),
-        "Call-ID": echo("Call-ID"),
-        "Token-App": echo("Token-App"),
+        "Msg-ID": echo(&request.msg_id),
+        "Call-ID": echo(&request.call_id),
+        "Token-App": echo(&request.token_app),
         "Status": verdict.status,
         "Reason": verdict.reason,
         "Provider": verdict.provider,
@@ -501,16 +517,16 @@ mod tests {
     #[test]
     fn reply_to_is_opt_in_and_validated() {
         assert_eq!(
-            reply_to(&fixture_body()),
+            Echo::of(&fixture_body()).reply_to,
             None,
             "Kamailio never asks for a reply"
         );
         assert_eq!(
-            reply_to(&json!({"Pusher-Reply-To": "amq.gen-x"})),
-            Some("amq.gen-x")
+            Echo::of(&json!({"Pusher-Reply-To": "amq.gen-x"})).reply_to,
+            Some("amq.gen-x".to_string())
         );
         for bad in [json!(""), json!(7), json!("a\nb"), json!("q".repeat(256))] {
-            assert_eq!(reply_to(&json!({ "Pusher-Reply-To": bad })), None);
+            assert_eq!(Echo::of(&json!({ "Pusher-Reply-To": bad })).reply_to, None);
         }
     }
 
@@ -522,7 +538,7 @@ mod tests {
             provider: "apns",
             elapsed_ms: 12,
         };
-        let r = push_resp(&fixture_body(), &verdict, "pusher@n1", "0.1.0");
+        let r = push_resp(&Echo::of(&fixture_body()), &verdict, "pusher@n1", "0.1.0");
         assert_eq!(r["Event-Name"], "push_resp");
         assert_eq!(r["Msg-ID"], "7def8ed9-ae44-416c-8c3f-58b8f73582a5");
         assert_eq!(r["Call-ID"], "1-31568@127.0.0.1");
@@ -530,7 +546,7 @@ mod tests {
         assert_eq!(r["Status"], "delivered");
         assert_eq!(r["Elapsed-Ms"], 12);
         assert_eq!(
-            push_resp(&json!({}), &verdict, "n", "v")["Msg-ID"],
+            push_resp(&Echo::of(&json!({})), &verdict, "n", "v")["Msg-ID"],
             Value::Null
         );
     }

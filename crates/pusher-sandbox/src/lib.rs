@@ -5,7 +5,8 @@
 //! - [`pki`]: a throw-away test PKI (CA, server cert, Kazoo-style APNs client PEMs in every
 //!   format admins produce, an APNs `.p8` key, a Google service account).
 //! - [`apns_mock`]: mock APNs — HTTP/2 + TLS, client certificate or ES256 token required.
-//! - [`fcm_mock`]: mock FCM HTTP v1 + OAuth2 token endpoint checking the RS256 assertion.
+//! - [`fcm_mock`]: mock FCM HTTP v1 + OAuth2 token endpoint checking the RS256 assertion,
+//!   on plain HTTP or (opt-in) HTTPS with the PKI's server certificate.
 //! - `pusher-mock`: both mocks in one process for `make demo` and manual runs.
 
 pub mod apns_mock;

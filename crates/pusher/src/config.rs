@@ -20,10 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::State;
 
-/// Database of Kazoo's system config documents.
-pub const SYSTEM_CONFIG_DB: &str = "system_config";
-/// Doc id (category) of the pusher config.
-pub const PUSHER_CATEGORY: &str = "pusher";
+pub use pusher_core::kapps_config::{PUSHER_CATEGORY, SYSTEM_CONFIG_DB};
 
 /// One compiled version of `system_config/pusher`, as seen from this node and zone.
 #[derive(Debug)]

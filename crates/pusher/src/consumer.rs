@@ -1,29 +1,42 @@
 //! The AMQP side of the service: a supervisor that connects, declares Kazoo's topology,
-//! consumes the shared queue with manual ack, and reconnects with capped backoff when the
-//! broker goes away.
+//! consumes the shared queue with manual ack, and reconnects with capped, jittered
+//! backoff when the broker goes away.
 //!
 //! Each delivery runs in its own task (bounded by a semaphore sized like the prefetch),
 //! so a slow CouchDB write never blocks the consumer; the task settles the delivery with
-//! exactly one ack or nack. On shutdown the consumer is cancelled first (no new
-//! deliveries), in-flight tasks get a grace period to finish, then the channel and the
-//! connection are closed, which returns anything still unacked to the queue.
+//! exactly one ack or requeue.
+//!
+//! **No work survives its session.** The handlers of a session share one cancellation
+//! token. When the session breaks (channel or connection lost), it is cancelled at once
+//! and the handlers are awaited before a new session starts: their deliveries cannot be
+//! settled any more and the broker redelivers them, so nothing of the old session may
+//! act (write a device, send a push) beside the redelivered copy. On shutdown the
+//! consumer is cancelled first (no new deliveries), in-flight handlers get the grace
+//! period to finish, then the rest are cancelled (and requeue their deliveries), and the
+//! channel and connection are closed.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions, BasicPublishOptions};
-use lapin::types::ShortString;
-use lapin::{BasicProperties, Channel};
-use pusher_io::amqp;
+use pusher_core::outcome::retry_delay;
+use pusher_io::amqp::{self, Broker, Delivery, Replier};
+use rand::Rng as _;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::handler::{Dispatcher, Disposition, Incoming, Reply};
+use crate::dispatch::{Dispatcher, Disposition, Incoming};
 use crate::state::State;
+
+/// First reconnect delay; doubles (±20 % jitter) up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest reconnect delay, so a long outage resumes soon after the broker is back.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A session that lasted this long resets the backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(30);
+/// How long the handlers of a broken session get to notice their cancellation.
+const CANCEL_WAIT: Duration = Duration::from_secs(2);
 
 /// What the supervisor needs.
 #[derive(Debug, Clone)]
@@ -46,32 +59,34 @@ pub async fn supervise(
     state: Arc<State>,
     shutdown: CancellationToken,
 ) {
-    const MIN_BACKOFF: Duration = Duration::from_millis(100);
-    const MAX_BACKOFF: Duration = Duration::from_secs(5);
-    let mut backoff = MIN_BACKOFF;
+    let mut failures = 0u32;
     let mut broker = 0usize;
+    let brokers = settings.amqp_uris.len().max(1);
     loop {
         let started = Instant::now();
-        let uri = &settings.amqp_uris[broker % settings.amqp_uris.len().max(1)];
+        let uri = &settings.amqp_uris[broker % brokers];
         let result = session(&settings, uri, &dispatcher, &state, &shutdown).await;
         state.set_consuming(false);
-        match result {
-            Ok(()) => return,
-            Err(e) => {
-                if started.elapsed() > Duration::from_secs(30) {
-                    backoff = MIN_BACKOFF;
-                }
-                // Next attempt goes to the next broker of the cluster, if there are several.
-                broker = broker.wrapping_add(1);
-                tracing::error!(error.message = %e, retry_in_ms = backoff.as_millis() as u64,
-                    broker = broker % settings.amqp_uris.len().max(1),
-                    "AMQP session ended; reconnecting");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
+        let Err(e) = result else { return };
+        if started.elapsed() > STABLE_SESSION {
+            failures = 0;
+        }
+        failures += 1;
+        // Jittered, so a cluster of instances does not reconnect in lockstep.
+        let backoff = retry_delay(
+            failures,
+            None,
+            MIN_BACKOFF,
+            MAX_BACKOFF,
+            rand::rng().random(),
+        );
+        // Next attempt goes to the next broker of the cluster, if there are several.
+        broker = broker.wrapping_add(1);
+        tracing::error!(error.message = %e, retry_in_ms = backoff.as_millis() as u64,
+            broker = broker % brokers, "AMQP session ended; reconnecting");
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.cancelled() => return,
         }
     }
 }
@@ -80,8 +95,6 @@ pub async fn supervise(
 enum SessionError {
     #[error(transparent)]
     Amqp(#[from] amqp::Error),
-    #[error("consumer stream failed: {0}")]
-    Stream(lapin::Error),
     #[error("the broker cancelled our consumer")]
     Cancelled,
 }
@@ -93,21 +106,15 @@ async fn session(
     state: &Arc<State>,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
-    let conn = amqp::connect(amqp_uri, &settings.connection_name).await?;
-    let channel = conn
-        .create_channel()
-        .await
-        .map_err(|source| amqp::Error::Broker {
-            op: "channel.open",
-            source,
-        })?;
-    amqp::declare_topology(&channel).await?;
-    let mut consumer = amqp::consume(&channel, settings.prefetch, "").await?;
-    let tag = consumer.tag();
+    let conn = Broker::connect(amqp_uri, &settings.connection_name).await?;
+    let mut consumer = conn.consume_shared(settings.prefetch).await?;
+    let replier = consumer.replier();
     state.set_consuming(true);
-    tracing::info!(queue = amqp::QUEUE, consumer_tag = %tag, prefetch = settings.prefetch,
-        "consuming");
+    tracing::info!(queue = amqp::QUEUE, consumer_tag = %consumer.tag(),
+        prefetch = settings.prefetch, "consuming");
 
+    // The handlers of this session, and what stops them.
+    let work = CancellationToken::new();
     let tracker = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(usize::from(settings.prefetch)));
     let result = loop {
@@ -121,76 +128,93 @@ async fn session(
                         break Ok(());
                     };
                     let dispatcher = dispatcher.clone();
-                    let channel = channel.clone();
+                    let replier = replier.clone();
                     let state = state.clone();
+                    let work = work.clone();
                     tracker.spawn(async move {
-                        handle_delivery(delivery, &dispatcher, &channel, &state).await;
+                        handle(delivery, &dispatcher, &replier, &state, &work).await;
                         drop(permit);
                     });
                 }
-                Some(Err(e)) => break Err(SessionError::Stream(e)),
+                Some(Err(e)) => break Err(SessionError::Amqp(e)),
                 None => break Err(SessionError::Cancelled),
             }
         }
     };
     state.set_consuming(false);
     tracker.close();
-    if result.is_ok() {
-        // Shutdown: stop deliveries first, then drain, then close.
-        if let Err(e) = channel
-            .basic_cancel(tag, BasicCancelOptions::default())
-            .await
-        {
-            tracing::warn!(error.message = %e, "basic.cancel failed during shutdown");
+    match result {
+        Ok(()) => {
+            // Shutdown: stop deliveries first, then drain, then close.
+            if let Err(e) = consumer.cancel().await {
+                tracing::warn!(error.message = %e, "basic.cancel failed during shutdown");
+            }
+            let in_flight = tracker.len();
+            if in_flight > 0 {
+                tracing::info!(in_flight, "waiting for in-flight messages");
+            }
+            if tokio::time::timeout(settings.shutdown_grace, tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    left = tracker.len(),
+                    "grace period over; unfinished messages go back to the queue"
+                );
+                work.cancel();
+                let _ = tokio::time::timeout(CANCEL_WAIT, tracker.wait()).await;
+            }
+            consumer.close("pusher shutting down").await;
+            conn.close("pusher shutting down").await;
         }
-        let in_flight = tracker.len();
-        if in_flight > 0 {
-            tracing::info!(in_flight, "waiting for in-flight messages");
+        Err(_) => {
+            // The deliveries of this session can no longer be settled: the broker
+            // redelivers them. Stop their handlers before anything else happens.
+            work.cancel();
+            if tokio::time::timeout(CANCEL_WAIT, tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    left = tracker.len(),
+                    "handlers of the ended AMQP session still running"
+                );
+            }
         }
-        if tokio::time::timeout(settings.shutdown_grace, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                left = tracker.len(),
-                "grace period over; unfinished messages go back to the queue"
-            );
-        }
-        let _ = channel.close(200, "pusher shutting down".into()).await;
-        let _ = conn.close(200, "pusher shutting down".into()).await;
     }
-    // On a broken session the tasks finish on their own; their acks fail and the broker
-    // redelivers those messages (at-least-once; device writes are idempotent).
     result
 }
 
-async fn handle_delivery(
+async fn handle(
     delivery: Delivery,
     dispatcher: &Dispatcher,
-    channel: &Channel,
+    replier: &Replier,
     state: &State,
+    work: &CancellationToken,
 ) {
     let m = &state.metrics;
     m.messages_in_flight.fetch_add(1, Ordering::Relaxed);
     let Delivery {
         routing_key,
-        properties,
+        content_type,
+        content_encoding,
         data,
-        acker,
+        settle,
         ..
     } = delivery;
     let msg = Incoming {
-        content_type: properties.content_type().as_ref().map(|s| s.to_string()),
-        content_encoding: properties
-            .content_encoding()
-            .as_ref()
-            .map(|s| s.to_string()),
-        routing_key: routing_key.to_string(),
+        content_type,
+        content_encoding,
+        routing_key,
         data,
     };
-    let handled = dispatcher.process(&msg).await;
-    if let Some(reply) = &handled.reply {
-        publish_reply(channel, reply).await;
+    let handled = dispatcher.process(&msg, work).await;
+    if let Some(reply) = &handled.reply
+        && let Err(e) = replier.publish(&reply.routing_key, &reply.body).await
+    {
+        // Best effort: the verdict is already logged.
+        tracing::warn!(error.message = %e, reply_to = %reply.routing_key,
+            "could not publish the requested push_resp");
     }
     m.settled.inc(&[match handled.disposition {
         Disposition::Ack => "ack",
@@ -198,39 +222,11 @@ async fn handle_delivery(
     }]);
     m.messages_in_flight.fetch_sub(1, Ordering::Relaxed);
     let settled = match handled.disposition {
-        Disposition::Ack => acker.ack(BasicAckOptions::default()).await,
-        Disposition::Requeue => {
-            acker
-                .nack(BasicNackOptions {
-                    multiple: false,
-                    requeue: true,
-                })
-                .await
-        }
+        Disposition::Ack => settle.ack().await,
+        Disposition::Requeue => settle.requeue().await,
     };
     if let Err(e) = settled {
         tracing::warn!(error.message = %e, messaging.routing_key = %msg.routing_key,
             "could not settle delivery (channel gone?); the broker will redeliver it");
-    }
-}
-
-/// Publishes a requested `push_resp` on the default exchange. Best effort: the verdict is
-/// already logged, and a requester that went away must not hold up the ack.
-async fn publish_reply(channel: &Channel, reply: &Reply) {
-    let props = BasicProperties::default()
-        .with_content_type(ShortString::from("application/json"))
-        .with_delivery_mode(1);
-    let published = channel
-        .basic_publish(
-            "".into(),
-            reply.routing_key.as_str().into(),
-            BasicPublishOptions::default(),
-            &reply.body,
-            props,
-        )
-        .await;
-    if let Err(e) = published {
-        tracing::warn!(error.message = %e, reply_to = %reply.routing_key,
-            "could not publish the requested push_resp");
     }
 }

@@ -1,22 +1,26 @@
 //! The pusher service: joins the pure core (`pusher-core`) and the adapters
 //! (`pusher-io`) into `pusherd` and `pusherctl`.
 //!
-//! Data flows one way: AMQP delivery → [`handler::Dispatcher::process`] (decode,
-//! classify, decide in the core, act on CouchDB) → one ack/nack in [`consumer`].
-//! [`config`] keeps a compiled snapshot of `system_config/pusher` current; [`http`]
-//! serves `/health` and `/ready`; [`settings`] reads the environment once.
+//! Data flows one way: AMQP delivery ([`consumer`]) → [`dispatch`] (decode once into a
+//! `reg_success` or a `push_req`) → the workflow of its class: [`register`] (decide in
+//! the core, write the device doc) or [`push`] (resolve, build, send, classify, act) →
+//! one ack or requeue back in [`consumer`]. [`config`] keeps a compiled snapshot of
+//! `system_config/pusher` current; [`http`] serves `/health`, `/ready` and `/metrics`;
+//! [`settings`] reads the configuration once; [`ctl`] is `pusherctl`, which no module of
+//! the running service imports.
 //!
 //! [`run`] is the whole service with an injected shutdown token, so tests start it
 //! in-process exactly as `pusherd` does.
 
+pub mod clock;
 pub mod config;
 pub mod consumer;
 pub mod ctl;
-pub mod device_cache;
-pub mod handler;
+pub mod dispatch;
 pub mod http;
 pub mod metrics;
 pub mod push;
+pub mod register;
 pub mod settings;
 pub mod state;
 pub mod telemetry;
@@ -86,29 +90,26 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         let tokens = tokens.clone();
         tokio::spawn(async move { tokens.ensure_db().await });
     }
-    let pusher = Arc::new(push::Pusher::new(
-        couch.clone(),
-        settings.zone.clone(),
-        settings.push.clone(),
-        tokens.clone(),
-        state.clone(),
-        shutdown.clone(),
-    ));
-    let couch_for_cache = couch.clone();
-    let dispatcher = handler::Dispatcher::new(handler::DispatcherParts {
+    let pusher = Arc::new(push::Pusher::new(push::PusherParts {
+        couch: couch.clone(),
+        config: config.clone(),
+        zone: settings.zone.clone(),
+        settings: settings.push.clone(),
+        tokens: tokens.clone(),
+        state: state.clone(),
+    }));
+    let registrar = Arc::new(register::Registrar {
+        devices: Arc::new(register::device_cache::DeviceCache::new(
+            couch.clone(),
+            background.clone(),
+        )),
         couch,
         config,
         retry_budget: settings.retry_budget,
-        cancel: shutdown.clone(),
-        pusher,
         tokens,
-        devices: Arc::new(device_cache::DeviceCache::new(
-            couch_for_cache,
-            background.clone(),
-        )),
         state: state.clone(),
-        node: settings.node.clone(),
     });
+    let dispatcher = dispatch::Dispatcher::new(registrar, pusher, state.clone(), &settings.node);
     let consumer_settings = consumer::ConsumerSettings {
         amqp_uris: std::iter::once(settings.amqp_uri.clone())
             .chain(settings.amqp_fallback_uris.iter().cloned())

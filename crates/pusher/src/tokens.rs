@@ -10,7 +10,6 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use pusher_core::push_req::{PushReq, TokenType};
 use pusher_io::couch::{CouchClient, UpdateOutcome};
@@ -26,13 +25,6 @@ const KNOWN_MAX: usize = 100_000;
 pub struct TokenIndex {
     couch: CouchClient,
     known: Mutex<HashSet<String>>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
 }
 
 /// Doc id of a token: `<provider>:<app>:<token>` (firebase and firebase_v1 share one).
@@ -81,7 +73,7 @@ impl TokenIndex {
             // Most tokens are new: try to create the entry first (one request); only an
             // existing entry needs the read-compare-write below.
             let fresh = json!({"_id": id, "account_db": account_db, "device_id": device_id,
-                "registered_at_ms": now_ms()});
+                "registered_at_ms": crate::clock::unix_ms()});
             match self.couch.put_doc(TOKENS_DB, &fresh).await {
                 Ok(_) => return Ok(()),
                 Err(pusher_io::couch::Error::Conflict) => {}
@@ -97,7 +89,7 @@ impl TokenIndex {
             }
             doc["account_db"] = want["account_db"].clone();
             doc["device_id"] = want["device_id"].clone();
-            doc["registered_at_ms"] = json!(now_ms());
+            doc["registered_at_ms"] = json!(crate::clock::unix_ms());
             self.couch.put_doc(TOKENS_DB, &doc).await.map(|_| ())
         }
         .await;

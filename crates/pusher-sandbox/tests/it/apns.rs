@@ -509,3 +509,39 @@ async fn http1_clients_are_refused_by_alpn() {
     assert!(err.contains("NoApplicationProtocol"), "{err}");
     assert!(mock.received().is_empty());
 }
+
+#[tokio::test]
+async fn a_reply_delayed_30_s_holds_only_its_own_stream() {
+    let mock = start().await;
+    mock.script("late", vec![Reply::Ok.delayed(Duration::from_secs(30))]);
+    let client = cert_client();
+    assert_eq!(push(&client, &mock, "warm", &[]).await.0, 200);
+    let late = tokio::spawn({
+        let client = client.clone();
+        let url = format!("{}/3/device/late", mock.base_url());
+        async move {
+            client
+                .post(url)
+                .header("apns-topic", "org.myorg.myapp.voip")
+                .header("apns-push-type", "voip")
+                .body(r#"{"aps":{}}"#)
+                .send()
+                .await
+        }
+    });
+    mock.wait_for(2, Duration::from_secs(5)).await;
+    assert_eq!(mock.requests_for_token("late"), 1);
+    assert_eq!(mock.unanswered(), 1);
+
+    let started = Instant::now();
+    assert_eq!(push(&client, &mock, "now", &[]).await.0, 200);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(!late.is_finished());
+    // Same connection: the late stream did not hold up the next one.
+    assert_eq!(mock.connections_accepted(), 1);
+    assert_eq!(mock.unanswered(), 1);
+    let by_path = mock.requests_by_path();
+    assert_eq!(by_path.get("/3/device/late"), Some(&1));
+    assert_eq!(by_path.get("/3/device/now"), Some(&1));
+    late.abort();
+}

@@ -1,9 +1,11 @@
-//! Mock FCM: OAuth JWT-bearer grant, bearer checks, message checks, scripts and prefixes.
+//! Mock FCM: OAuth JWT-bearer grant, bearer checks, message checks, scripts and prefixes,
+//! the opt-in TLS mode, and the hostile providers of issue #12 (hung token endpoint, late
+//! reply).
 
 use std::time::{Duration, Instant};
 
 use pusher_sandbox::apns_mock::{ApnsMockConfig, MockApns};
-use pusher_sandbox::fcm_mock::{FcmMockConfig, FcmReply, MockFcm};
+use pusher_sandbox::fcm_mock::{FcmMockConfig, FcmReply, MockFcm, ServerIdentity};
 use pusher_sandbox::pki::PROJECT_ID;
 use serde_json::{Value, json};
 
@@ -466,4 +468,152 @@ async fn admin_endpoint_shows_both_mocks() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
+}
+
+/// A client trusting only `ca_pem` (HTTP/1.1 only when `http1`, else h2 by ALPN).
+fn https_client(ca_pem: &str, http1: bool) -> reqwest::Client {
+    crate::common::install_provider();
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA PEM");
+    let mut builder = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .timeout(Duration::from_secs(10));
+    if http1 {
+        builder = builder.http1_only();
+    }
+    builder.build().expect("client")
+}
+
+async fn start_tls() -> (MockFcm, Value) {
+    start_with(FcmMockConfig {
+        tls: Some(ServerIdentity::from_pki(pki())),
+        ..Default::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tls_mode_serves_token_and_send_over_h1_and_h2() {
+    let (mock, sa) = start_tls().await;
+    let port = mock.addr().port();
+    assert_eq!(mock.base_url(), format!("https://127.0.0.1:{port}"));
+    assert_eq!(mock.token_uri(), format!("https://127.0.0.1:{port}/token"));
+    for (http1, version) in [
+        (true, reqwest::Version::HTTP_11),
+        (false, reqwest::Version::HTTP_2),
+    ] {
+        let client = https_client(&pki().ca_pem, http1);
+        let token = access_token(&client, &mock, &sa).await;
+        let (status, _, body) = send(&client, &mock, PROJECT_ID, Some(&token), to("d")).await;
+        assert_eq!(status, 200, "{body}");
+        let resp = client
+            .get(format!("{}/_mock/received", mock.base_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), version);
+    }
+    assert_eq!(mock.token_requests(), 2);
+    assert_eq!(mock.requests_for_token("d"), 2);
+}
+
+#[tokio::test]
+async fn tls_mode_fails_the_handshake_of_a_client_not_trusting_the_ca() {
+    let (mock, _) = start_tls().await;
+    let client = https_client(&pki().untrusted_ca_pem, false);
+    let err = client
+        .post(mock.token_uri())
+        .body("grant_type=x")
+        .send()
+        .await
+        .expect_err("untrusted server certificate");
+    assert!(err.is_connect(), "{err:?}");
+    // A plain-http client gets no answer from a TLS port either.
+    let plain = http_client(false).get(mock.base_url()).send().await;
+    assert!(plain.is_err(), "{plain:?}");
+    assert_eq!(mock.token_requests(), 0);
+    assert!(mock.requests_by_path().is_empty());
+}
+
+#[tokio::test]
+async fn hung_token_endpoint_keeps_the_connection_open_and_serves_others() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mock, _) = start_with(FcmMockConfig {
+        token_latency: Duration::MAX,
+        ..Default::default()
+    })
+    .await;
+    let mut raw = tokio::net::TcpStream::connect(mock.addr()).await.unwrap();
+    raw.write_all(b"POST /token HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while mock.token_requests() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(mock.token_requests(), 1);
+    assert_eq!(mock.unanswered(), 1);
+
+    // Other requests, on other connections, are answered meanwhile.
+    let started = Instant::now();
+    let client = http_client(false);
+    let resp = client
+        .post(format!(
+            "{}/v1/projects/{PROJECT_ID}/messages:send",
+            mock.base_url()
+        ))
+        .body(to("d").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // The hung request gets neither bytes nor EOF: the connection stays open.
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_millis(500), raw.read(&mut buf)).await;
+    assert!(read.is_err(), "expected no answer, got {read:?}");
+    assert_eq!(mock.unanswered(), 1);
+    let by_path = mock.requests_by_path();
+    assert_eq!(by_path.get("/token"), Some(&1));
+    let send_path = format!("/v1/projects/{PROJECT_ID}/messages:send");
+    assert_eq!(by_path.get(&send_path), Some(&1));
+}
+
+#[tokio::test]
+async fn a_reply_delayed_30_s_holds_only_its_own_stream() {
+    let (mock, sa) = start().await;
+    mock.script("late", vec![FcmReply::Ok.delayed(Duration::from_secs(30))]);
+    // h2c: both requests share one connection, as streams.
+    let client = http_client(true);
+    let token = access_token(&client, &mock, &sa).await;
+    let url = format!("{}/v1/projects/{PROJECT_ID}/messages:send", mock.base_url());
+    let late = tokio::spawn({
+        let (client, token, url) = (client.clone(), token.clone(), url.clone());
+        async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .body(to("late").to_string())
+                .send()
+                .await
+        }
+    });
+    mock.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(mock.requests_for_token("late"), 1);
+    assert_eq!(mock.unanswered(), 1);
+
+    let started = Instant::now();
+    let (status, _, body) = send(&client, &mock, PROJECT_ID, Some(&token), to("now")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(!late.is_finished());
+    assert_eq!(mock.requests_for_token("late"), 1);
+    assert_eq!(mock.requests_for_token("now"), 1);
+    assert_eq!(mock.unanswered(), 1);
+    assert_eq!(
+        mock.requests_by_path()
+            .get(url.trim_start_matches(&mock.base_url())),
+        Some(&2)
+    );
+    late.abort();
 }

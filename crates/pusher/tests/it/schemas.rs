@@ -70,9 +70,9 @@ fn kamailio_push_req_capture_validates_and_the_stale_kazoo_shape_does_not() {
 
 #[test]
 fn push_resp_built_by_the_service_validates() {
-    use pusher_core::push_req::{PushVerdict, push_resp};
+    use pusher_core::push_req::{Echo, PushVerdict, push_resp};
     let s = schema("kapi.pusher.push_resp.json");
-    let request = &fixture_bodies("push_req")[0];
+    let request = &Echo::of(&fixture_bodies("push_req")[0]);
     for status in ["delivered", "dead_token", "auth_error", "timeout"] {
         let verdict = PushVerdict {
             status,

@@ -1,7 +1,11 @@
 //! Pieces shared by the two mocks: a request recorder that tests can wait on, per-token
-//! reply scripts, and small HTTP helpers.
+//! reply scripts, per-path request counters, small HTTP helpers, and ([`serve`]) the
+//! listener both run on.
+
+pub(crate) mod serve;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +42,11 @@ impl<T: Clone> Recorder<T> {
 
     pub(crate) fn snapshot(&self) -> Vec<T> {
         lock(&self.items).clone()
+    }
+
+    /// How many recorded items match `pred`.
+    pub(crate) fn count(&self, pred: impl Fn(&T) -> bool) -> usize {
+        lock(&self.items).iter().filter(|i| pred(i)).count()
     }
 
     pub(crate) fn clear(&self) {
@@ -90,6 +99,45 @@ impl<R: Clone> Scripts<R> {
         } else {
             queue.front().cloned()
         }
+    }
+}
+
+/// Requests counted per path as they arrive (before their body is read or their reply
+/// chosen), and how many are still unanswered — so a test can see a request that a
+/// scripted delay or a hung endpoint keeps waiting.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    by_path: Mutex<HashMap<String, usize>>,
+    unanswered: AtomicUsize,
+}
+
+impl Tally {
+    /// Count a request to `path`; it stays unanswered until the guard drops (its reply
+    /// was handed to hyper, or the client went away and hyper dropped the handler).
+    pub(crate) fn arrive(&self, path: &str) -> Unanswered<'_> {
+        *lock(&self.by_path).entry(path.to_string()).or_default() += 1;
+        self.unanswered.fetch_add(1, Ordering::Relaxed);
+        Unanswered(self)
+    }
+
+    /// Requests so far, per path.
+    pub(crate) fn by_path(&self) -> HashMap<String, usize> {
+        lock(&self.by_path).clone()
+    }
+
+    /// Requests received and not answered yet.
+    pub(crate) fn unanswered(&self) -> usize {
+        self.unanswered.load(Ordering::Relaxed)
+    }
+}
+
+/// Marks one request of a [`Tally`] as unanswered while alive.
+#[derive(Debug)]
+pub(crate) struct Unanswered<'a>(&'a Tally);
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        self.0.unanswered.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -165,5 +213,20 @@ mod tests {
         assert_eq!(r.wait_for(3, Duration::from_millis(10)).await.len(), 2);
         r.clear();
         assert!(r.snapshot().is_empty());
+    }
+
+    #[test]
+    fn tally_counts_paths_and_unanswered_requests() {
+        let t = Tally::default();
+        let a = t.arrive("/a");
+        let b = t.arrive("/a");
+        let _c = t.arrive("/b");
+        assert_eq!(t.unanswered(), 3);
+        drop((a, b));
+        assert_eq!(t.unanswered(), 1);
+        assert_eq!(
+            t.by_path(),
+            HashMap::from([("/a".into(), 2), ("/b".into(), 1)])
+        );
     }
 }

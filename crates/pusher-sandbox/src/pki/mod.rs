@@ -18,17 +18,26 @@
 //! the service-account key come from the `openssl` CLI (`openssl genrsa -traditional` gives
 //! PKCS#1, `openssl pkcs8 -topk8 -nocrypt` converts). rcgen loads the PKCS#8 form to sign
 //! the certificates. Nothing here is secret: these keys exist for tests only.
+//!
+//! Parts: this module writes and loads the [`TestPki`]; `client` names the identity
+//! variants, `certs` makes certificates and keys, `der` reads a subject CN back.
 
-use std::io::Write;
+mod certs;
+mod client;
+mod der;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, DnValue,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, date_time_ymd,
+    CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    KeyPair, KeyUsagePurpose, date_time_ymd,
 };
 use serde_json::{Value, json};
+
+use certs::{bag_attributes_pem, ca_params, client_params, openssl};
+pub use client::{ClientIdentity, ClientVariant};
+pub use der::subject_cn;
 
 /// APNs team id of the generated token-auth key (10 characters, like Apple's).
 pub const TEAM_ID: &str = "DEF123GHIJ";
@@ -72,87 +81,6 @@ pub mod files {
 /// Same as [`TestPki::generate`].
 pub fn generate(dir: &Path) -> Result<TestPki> {
     TestPki::generate(dir)
-}
-
-/// The kinds of APNs client identity file the PKI holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ClientVariant {
-    /// Certificate + RSA key as PKCS#8 (`BEGIN PRIVATE KEY`), as OpenSSL 3 writes it.
-    Pkcs8,
-    /// Certificate + RSA key as PKCS#1 (`BEGIN RSA PRIVATE KEY`), as `openssl rsa` writes it.
-    Pkcs1,
-    /// `openssl pkcs12 -nodes` output: `Bag Attributes`/`subject=`/`issuer=` text lines
-    /// before the certificate and the PKCS#8 key.
-    BagAttributes,
-    /// Certificate signed by a CA the mock does not trust: the TLS handshake must fail.
-    UntrustedCa,
-    /// Certificate whose `notAfter` (2020-01-01) is in the past.
-    Expired,
-}
-
-impl ClientVariant {
-    /// Every variant, in a fixed order.
-    pub const ALL: [ClientVariant; 5] = [
-        ClientVariant::Pkcs8,
-        ClientVariant::Pkcs1,
-        ClientVariant::BagAttributes,
-        ClientVariant::UntrustedCa,
-        ClientVariant::Expired,
-    ];
-
-    /// File name of this identity inside [`TestPki::dir`].
-    pub fn file_name(self) -> &'static str {
-        match self {
-            ClientVariant::Pkcs8 => "client-pkcs8.pem",
-            ClientVariant::Pkcs1 => "client-pkcs1.pem",
-            ClientVariant::BagAttributes => "client-bag-attributes.pem",
-            ClientVariant::UntrustedCa => "client-untrusted-ca.pem",
-            ClientVariant::Expired => "client-expired.pem",
-        }
-    }
-
-    /// Bundle id in the certificate subject (`UID`); each variant has its own so that a
-    /// recorded request tells which identity was used.
-    pub fn bundle_id(self) -> &'static str {
-        match self {
-            ClientVariant::Pkcs8 => BUNDLE_ID,
-            ClientVariant::Pkcs1 => "org.myorg.pkcs1",
-            ClientVariant::BagAttributes => "org.myorg.bagapp",
-            ClientVariant::UntrustedCa => "org.myorg.untrusted",
-            ClientVariant::Expired => "org.myorg.expired",
-        }
-    }
-
-    /// Subject common name, Apple style: `Apple VoIP Services: <bundle id>`.
-    pub fn subject_cn(self) -> String {
-        format!("Apple VoIP Services: {}", self.bundle_id())
-    }
-
-    /// Short name used in `mock.json` (`pkcs8`, `pkcs1`, `bag_attributes`, …).
-    pub fn key(self) -> &'static str {
-        match self {
-            ClientVariant::Pkcs8 => "pkcs8",
-            ClientVariant::Pkcs1 => "pkcs1",
-            ClientVariant::BagAttributes => "bag_attributes",
-            ClientVariant::UntrustedCa => "untrusted_ca",
-            ClientVariant::Expired => "expired",
-        }
-    }
-}
-
-/// One APNs client identity file (certificate + unencrypted key in one PEM).
-#[derive(Debug, Clone)]
-pub struct ClientIdentity {
-    /// Which variant this is.
-    pub variant: ClientVariant,
-    /// Where the file is.
-    pub path: PathBuf,
-    /// The file's content.
-    pub pem: String,
-    /// Subject CN of the certificate (what the APNs mock records).
-    pub subject_cn: String,
-    /// Bundle id (the certificate's `UID`; `apns-topic` is this, plus `.voip` for VoIP).
-    pub bundle_id: String,
 }
 
 /// The generated test PKI. All PEM contents are also on disk under [`TestPki::dir`].
@@ -385,157 +313,5 @@ impl TestPki {
         std::fs::write(&path, text)
             .with_context(|| format!("Failed to write {}", path.display()))?;
         Ok(path)
-    }
-}
-
-fn ca_params(cn: &str) -> Result<CertificateParams> {
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "pusher-sandbox");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    params.not_before = date_time_ymd(2019, 1, 1);
-    params.not_after = date_time_ymd(2100, 1, 1);
-    Ok(params)
-}
-
-/// OID of the LDAP `UID` attribute Apple puts the bundle id in (0.9.2342.19200300.100.1.1).
-const UID_OID: [u64; 7] = [0, 9, 2342, 19200300, 100, 1, 1];
-
-fn client_params(variant: ClientVariant) -> Result<CertificateParams> {
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(
-        DnType::CustomDnType(UID_OID.to_vec()),
-        DnValue::Utf8String(variant.bundle_id().to_string()),
-    );
-    dn.push(DnType::CommonName, variant.subject_cn());
-    dn.push(DnType::OrganizationalUnitName, TEAM_ID);
-    dn.push(DnType::OrganizationName, "My Org");
-    dn.push(DnType::CountryName, "US");
-    params.distinguished_name = dn;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    if variant == ClientVariant::Expired {
-        params.not_before = date_time_ymd(2019, 1, 1);
-        params.not_after = date_time_ymd(2020, 1, 1);
-    } else {
-        params.not_before = date_time_ymd(2020, 1, 1);
-        params.not_after = date_time_ymd(2100, 1, 1);
-    }
-    Ok(params)
-}
-
-/// What `openssl pkcs12 -in x.p12 -nodes` (OpenSSL 1.1 style) prints for a cert + key.
-fn bag_attributes_pem(variant: ClientVariant, cert_pem: &str, key_pkcs8: &str) -> String {
-    let bundle = variant.bundle_id();
-    let cn = variant.subject_cn();
-    let local_key_id = "5F 3A 9C 21 7B 44 0E D8 96 13 AB 70 C2 5E 8F 01 34 6D 2A 99";
-    format!(
-        "Bag Attributes\n    friendlyName: {cn}\n    localKeyID: {local_key_id}\n\
-         subject=/UID={bundle}/CN={cn}/OU={TEAM_ID}/O=My Org/C=US\n\
-         issuer=/CN=Pusher Sandbox Test CA/O=pusher-sandbox\n\
-         {cert_pem}\
-         Bag Attributes\n    friendlyName: {cn}\n    localKeyID: {local_key_id}\n\
-         Key Attributes: <No Attributes>\n\
-         {key_pkcs8}"
-    )
-}
-
-/// Run the openssl CLI with optional stdin; returns stdout.
-fn openssl(args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let mut child = Command::new("openssl")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("Failed to run the openssl CLI (is openssl installed?)")?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "openssl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    String::from_utf8(out.stdout).context("openssl printed non-UTF-8")
-}
-
-/// Subject common name of a DER certificate (`None` if it has none or the DER is odd).
-///
-/// A small DER walk (Certificate → tbsCertificate → subject → CN): enough for the mock to
-/// record which identity a verified client used, without pulling in an X.509 parser.
-pub fn subject_cn(cert_der: &[u8]) -> Option<String> {
-    let (_, cert, _) = pusher_core::der::tlv(cert_der)?;
-    let (_, mut tbs, _) = pusher_core::der::tlv(cert)?;
-    // Optional explicit [0] version.
-    if tbs.first() == Some(&0xA0) {
-        tbs = pusher_core::der::tlv(tbs)?.2;
-    }
-    // serialNumber, signature, issuer, validity: skip.
-    for _ in 0..4 {
-        tbs = pusher_core::der::tlv(tbs)?.2;
-    }
-    let (tag, mut subject, _) = pusher_core::der::tlv(tbs)?;
-    if tag != 0x30 {
-        return None;
-    }
-    const CN_OID: [u8; 3] = [0x55, 0x04, 0x03];
-    while !subject.is_empty() {
-        let (_, rdn, rest) = pusher_core::der::tlv(subject)?;
-        subject = rest;
-        let mut atvs = rdn;
-        while !atvs.is_empty() {
-            let (_, atv, rest) = pusher_core::der::tlv(atvs)?;
-            atvs = rest;
-            let (oid_tag, oid, value) = pusher_core::der::tlv(atv)?;
-            if oid_tag == 0x06 && oid == CN_OID {
-                let (_, text, _) = pusher_core::der::tlv(value)?;
-                return Some(String::from_utf8_lossy(text).into_owned());
-            }
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subject_cn_of_rcgen_certs() {
-        let key = KeyPair::generate().unwrap();
-        let cert = client_params(ClientVariant::Pkcs1)
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        assert_eq!(
-            subject_cn(cert.der()).as_deref(),
-            Some("Apple VoIP Services: org.myorg.pkcs1")
-        );
-        let ca = ca_params("Some CA").unwrap().self_signed(&key).unwrap();
-        assert_eq!(subject_cn(ca.der()).as_deref(), Some("Some CA"));
-    }
-
-    #[test]
-    fn subject_cn_rejects_garbage() {
-        assert_eq!(subject_cn(b""), None);
-        assert_eq!(subject_cn(&[0x30, 0x82, 0xFF]), None);
-        assert_eq!(subject_cn(&[0x30, 0x03, 0x30, 0x01, 0x02]), None);
     }
 }

@@ -1,0 +1,153 @@
+//! P1–P3: registrations. P1 a User-Agent no rule matches (vs the bare consumer), P2 a
+//! matching one whose `push` object is unchanged, P3 one that changes it every time (vs
+//! bare CouchDB GET and PUT loops).
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use super::{Bench, MAX_READY, metric_consumed, secs};
+use crate::baseline;
+use crate::load;
+use crate::report::{Row, pct, rate, thousands};
+
+impl Bench {
+    /// P1: reg_success whose User-Agent matches no rule, vs the broker ceiling.
+    pub async fn p1(&mut self) -> Result<()> {
+        let n = self.counts.p1;
+        let pd = self.start_single("p1").await?;
+        let make = |s: &Self, i: u64| s.reg(load::NO_RULE_UA, i % s.counts.devices, "norule");
+        self.closed_acks(1_000, |i| make(self, i)).await?;
+        let before = metric_consumed(&pd).await;
+        let cpu0 = crate::env::cpu_us(pd.pid()).unwrap_or(0);
+        let (ours, dropped, p) = self.closed_acks(n, |i| make(self, i)).await?;
+        let cpu_ours = crate::env::cpu_us(pd.pid()).unwrap_or(0) - cpu0;
+        let after = metric_consumed(&pd).await;
+        pd.stop().await?;
+        let (ceiling, cdrop, rep, cpu_base) = self.ceiling(n, |i| make(self, i)).await?;
+        self.notes.push(format!(
+            "P1 CPU per message: pusherd {:.1} µs, bare consumer {:.1} µs (user+system, /proc/<pid>/stat).",
+            cpu_ours as f64 / n as f64,
+            cpu_base as f64 / n as f64
+        ));
+        self.p1_ceiling = Some(ceiling);
+        self.p1_ours = Some(ours);
+        if let (Some(a), Some(b)) = (before, after) {
+            self.notes.push(format!(
+                "P1: pusherd /metrics counted {} consumed messages for {n} published.",
+                thousands(b - a)
+            ));
+        }
+        self.notes.push(format!(
+            "P1: {n} messages; closed loop kept ≤ {} ready (max seen {}); bare consumer acked {} (incl. warm-up 0).",
+            MAX_READY, p.max_ready_seen, rep.count
+        ));
+        self.rows.push(Row {
+            id: "P1".into(),
+            scenario: "`reg_success`, User-Agent matches no rule".into(),
+            ours: rate(ours, "msg"),
+            baseline: format!("{} (bare lapin consume+ack)", rate(ceiling, "msg")),
+            ratio: pct(ours / ceiling),
+            target: "≥ 90 % of broker ceiling".into(),
+            met: Some(ours / ceiling >= 0.9),
+            dropped: format!("{dropped} / {cdrop}"),
+        });
+        Ok(())
+    }
+
+    /// P2 (matching, `push` unchanged) and P3 (matching, `push` changed every time).
+    pub async fn p23(&mut self) -> Result<()> {
+        let d = self.counts.devices;
+        let pd = self.start_single("p2").await?;
+        // Warm-up: give every device its P2 push object (writes), and wait for them.
+        let base = self.rev_sum().await?;
+        let tok = |dev: u64| format!("p2tok{dev:06}");
+        self.closed_acks(d, |i| self.reg(load::MATCHING_UA, i, &tok(i)))
+            .await?;
+        let (_, got) = self.wait_revs(base + d, Duration::from_secs(60)).await?;
+        if got < base + d {
+            bail!(
+                "P2 warm-up: only {} of {d} devices were written",
+                got - base
+            );
+        }
+        // Timed: the same registrations again: nothing to write.
+        let n = self.counts.p2;
+        let before = self.rev_sum().await?;
+        let (ours2, drop2, _) = self
+            .closed_acks(n, |i| self.reg(load::MATCHING_UA, i % d, &tok(i % d)))
+            .await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let writes = self.rev_sum().await? - before;
+        pd.stop().await?;
+        let ceiling = self.p1_ceiling.unwrap_or(f64::NAN);
+        let devices = self.device_ids();
+        let (get_elapsed, get_errors) = baseline::couch_get_loop(
+            &self.couch.http,
+            &self.couch.db_url(),
+            &devices,
+            n,
+            usize::from(self.prefetch),
+        )
+        .await?;
+        let bare_get = (n - get_errors) as f64 / secs(get_elapsed);
+        self.notes.push(format!(
+            "P2: {n} unchanged registrations over {d} devices (after a warm-up writing each once); device writes during the run: {writes}. What bounds it: a bare CouchDB GET loop at concurrency {} does {} ({get_errors} errors), so one GET per message caps P2 there; ours = {} of that GET rate.",
+            self.prefetch,
+            rate(bare_get, "GET"),
+            pct(ours2 / bare_get)
+        ));
+        self.rows.push(Row {
+            id: "P2".into(),
+            scenario: "matching, `push` unchanged".into(),
+            ours: rate(ours2, "msg"),
+            baseline: format!("{} (P1's broker ceiling)", rate(ceiling, "msg")),
+            ratio: pct(ours2 / ceiling),
+            target: "≥ 80 % of broker ceiling".into(),
+            met: Some(ours2 / ceiling >= 0.8),
+            dropped: drop2.to_string(),
+        });
+
+        // P3: every registration carries a new token: one device write each.
+        let n = self.counts.p3;
+        let pd = self.start_single("p3").await?;
+        let before = self.rev_sum().await?;
+        self.broker.reset_dropped().await?;
+        let p = load::closed_loop(&self.broker, n, MAX_READY, |i| {
+            self.reg(load::MATCHING_UA, i % d, &format!("p3tok{i:08}"))
+        })
+        .await?;
+        load::wait_no_ready(&self.broker, Duration::from_secs(60)).await?;
+        let dropped = self.broker.dropped().await?;
+        let want = before + n - u64::from(dropped);
+        let (done, sum) = self.wait_revs(want, Duration::from_secs(90)).await?;
+        let processed = sum - before;
+        let ours3 = processed as f64 / secs(done - p.started);
+        pd.stop().await?;
+        let devices = self.device_ids();
+        let (elapsed, errors) = baseline::couch_put_loop(
+            &self.couch.http,
+            &self.couch.db_url(),
+            &devices,
+            n,
+            usize::from(self.prefetch),
+        )
+        .await?;
+        let bare = (n - errors) as f64 / secs(elapsed);
+        self.notes.push(format!(
+            "P3: {n} registrations, each a new token, over {d} devices; device writes seen: {processed}; bare PUT loop: {n} PUTs at concurrency {} ({errors} errors).",
+            self.prefetch
+        ));
+        self.rows.push(Row {
+            id: "P3".into(),
+            scenario: "matching, `push` changed each time".into(),
+            ours: rate(ours3, "msg"),
+            baseline: format!("{} (bare CouchDB PUT loop)", rate(bare, "PUT")),
+            ratio: pct(ours3 / bare),
+            target: "≥ 80 % of bare PUT rate".into(),
+            met: Some(ours3 / bare >= 0.8),
+            dropped: (n - processed.min(n)).to_string(),
+        });
+        Ok(())
+    }
+}

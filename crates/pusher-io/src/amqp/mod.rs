@@ -1,0 +1,71 @@
+//! AMQP adapter: the only code that speaks lapin. Kazoo's pusher topology, the shared
+//! queue's manual-ack consumer, body decoding, a confirming publisher and reply queues.
+//!
+//! - [`topology`]: exchanges, queue and bindings, byte-compatible with the Erlang pusher
+//!   (spec §1.1–1.3): the same arguments *and argument types*, so an Erlang pusher and
+//!   this one can declare and consume the queue at the same time (RabbitMQ refuses a
+//!   re-declare whose arguments differ).
+//! - [`session`]: [`Broker`] (one connection), its [`Consumer`] of the shared queue and
+//!   the [`Delivery`] it yields, which is settled exactly once ([`Settle`]).
+//! - [`publish`]: [`Publisher`] with broker confirms; [`ReplyQueue`] for a requester
+//!   that waits for an answer (`pusherctl push`).
+//! - [`decode`]: a body per its content type/encoding into a JSON object.
+//!
+//! The service never sees a lapin type: it gets plain data and settle-once handles.
+//! [`connect`] still hands out a raw `lapin::Connection` for independent clients (tests,
+//! the benchmark, the sandbox's replay tool) that play Kamailio or an Erlang pusher.
+
+mod decode;
+mod publish;
+mod session;
+mod topology;
+
+pub use decode::{DecodeError, MAX_BODY_BYTES, decode_body};
+pub use publish::{Publisher, ReplyQueue};
+pub use session::{Broker, Consumer, Delivery, QueueState, Replier, Settle};
+pub use topology::{connect, consume, declare_exchanges, declare_topology, queue_arguments};
+
+/// Shared queue name, identical on every pusher node (Erlang or Rust).
+pub const QUEUE: &str = "pusher_shared_listener";
+/// Exchange Kamailio publishes `push_req` to.
+pub const EXCHANGE_PUSHES: &str = "pushes";
+/// Exchange Kamailio publishes `reg_success` to.
+pub const EXCHANGE_REGISTRAR: &str = "registrar";
+/// Direct exchange for replies addressed by `Server-ID`.
+pub const EXCHANGE_TARGETED: &str = "targeted";
+/// Binding key for `push_req` (`notification.push.<type>.<token>`).
+pub const KEY_PUSH: &str = "notification.push.*.*";
+/// Binding key for `reg_success` (`registration.success.<realm>.<user>`).
+pub const KEY_REG_SUCCESS: &str = "registration.success.*.*";
+/// Kazoo's default `x-max-length` for every queue.
+pub const QUEUE_MAX_LENGTH: i16 = 100;
+/// Kazoo's default `x-message-ttl` (ms) for every queue.
+pub const QUEUE_MESSAGE_TTL_MS: i32 = 60_000;
+/// Errors of the AMQP adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Broker or protocol error (connection, channel, declare, consume, publish).
+    #[error("AMQP {op} failed: {source}")]
+    Broker {
+        /// What we were doing.
+        op: &'static str,
+        /// lapin's error.
+        #[source]
+        source: lapin::Error,
+    },
+    /// The broker did not confirm a publish.
+    #[error("publish of {routing_key} to {exchange} was not confirmed by the broker")]
+    NotConfirmed {
+        /// Exchange.
+        exchange: String,
+        /// Routing key.
+        routing_key: String,
+    },
+}
+
+/// `Result` of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn broker(op: &'static str) -> impl FnOnce(lapin::Error) -> Error {
+    move |source| Error::Broker { op, source }
+}

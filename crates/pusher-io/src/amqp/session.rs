@@ -1,0 +1,265 @@
+//! One broker connection as the service uses it: consume the shared queue, publish
+//! replies, and settle each delivery exactly once.
+
+use futures_util::StreamExt as _;
+use lapin::Acker;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+
+use super::{Publisher, ReplyQueue, Result, broker, topology};
+
+/// One connection to a broker.
+#[derive(Debug)]
+pub struct Broker {
+    conn: Connection,
+}
+
+/// What a passive declare says of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueState {
+    /// Messages ready for delivery (not counting unacked ones).
+    pub ready: u32,
+    /// Consumers attached.
+    pub consumers: u32,
+}
+
+impl Broker {
+    /// Connects once (no retry loop of lapin's own: callers own backoff). `name` is the
+    /// connection name the broker shows.
+    pub async fn connect(uri: &str, name: &str) -> Result<Self> {
+        Ok(Self {
+            conn: topology::connect(uri, name).await?,
+        })
+    }
+
+    /// Declares Kazoo's topology on a new channel and starts a manual-ack consumer of
+    /// the shared queue with `prefetch` unacked deliveries at most.
+    pub async fn consume_shared(&self, prefetch: u16) -> Result<Consumer> {
+        let channel = self.channel().await?;
+        topology::declare_topology(&channel).await?;
+        let inner = topology::consume(&channel, prefetch, "").await?;
+        Ok(Consumer {
+            tag: inner.tag().to_string(),
+            channel,
+            inner,
+        })
+    }
+
+    /// A confirm-mode publisher on a channel of its own.
+    pub async fn publisher(&self) -> Result<Publisher> {
+        Publisher::new(&self.conn).await
+    }
+
+    /// A private, server-named reply queue (exclusive, auto-delete) and its consumer.
+    pub async fn reply_queue(&self) -> Result<ReplyQueue> {
+        ReplyQueue::declare(self.channel().await?).await
+    }
+
+    /// Ready messages and consumers of `queue`, or `None` when it does not exist. Uses a
+    /// throw-away channel, since a passive declare of a missing queue closes its channel.
+    pub async fn queue_state(&self, queue: &str) -> Result<Option<QueueState>> {
+        let probe = self.channel().await?;
+        let declared = probe
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        let state = declared.ok().map(|q| QueueState {
+            ready: q.message_count(),
+            consumers: q.consumer_count(),
+        });
+        if state.is_some() {
+            let _ = probe.close(200, "probe done".into()).await;
+        }
+        Ok(state)
+    }
+
+    /// Closes the connection; whatever is still unacked returns to its queue.
+    pub async fn close(&self, reason: &str) {
+        let _ = self.conn.close(200, reason.into()).await;
+    }
+
+    async fn channel(&self) -> Result<Channel> {
+        self.conn
+            .create_channel()
+            .await
+            .map_err(broker("channel.open"))
+    }
+}
+
+/// The manual-ack consumer of the shared queue.
+#[derive(Debug)]
+pub struct Consumer {
+    channel: Channel,
+    inner: lapin::Consumer,
+    tag: String,
+}
+
+impl Consumer {
+    /// The consumer tag the broker assigned.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The next delivery; `None` when the broker cancelled the consumer, `Err` when the
+    /// channel or connection failed.
+    pub async fn next(&mut self) -> Option<Result<Delivery>> {
+        let next = self.inner.next().await?;
+        Some(
+            next.map(Delivery::from_lapin)
+                .map_err(broker("basic.consume stream")),
+        )
+    }
+
+    /// Stops deliveries (the first step of a drain).
+    pub async fn cancel(&self) -> Result<()> {
+        self.channel
+            .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
+            .await
+            .map_err(broker("basic.cancel"))
+    }
+
+    /// Closes the channel: unacked deliveries return to the queue.
+    pub async fn close(&self, reason: &str) {
+        let _ = self.channel.close(200, reason.into()).await;
+    }
+
+    /// A handle that publishes replies on this consumer's channel, for handler tasks.
+    pub fn replier(&self) -> Replier {
+        Replier {
+            channel: self.channel.clone(),
+        }
+    }
+}
+
+/// Publishes the replies requesters asked for, on the consumer's channel.
+#[derive(Debug, Clone)]
+pub struct Replier {
+    channel: Channel,
+}
+
+impl Replier {
+    /// Publishes `body` as `application/json`, transient, on the default exchange to
+    /// queue `routing_key` (a `push_resp` a requester asked for). No confirm: a
+    /// requester that went away must not hold up the ack.
+    pub async fn publish(&self, routing_key: &str, body: &[u8]) -> Result<()> {
+        let props = BasicProperties::default()
+            .with_content_type(ShortString::from("application/json"))
+            .with_delivery_mode(1);
+        self.channel
+            .basic_publish(
+                "".into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await
+            .map_err(broker("basic.publish"))?;
+        Ok(())
+    }
+}
+
+/// One message from the shared queue: its data, and the handle that settles it.
+#[derive(Debug)]
+pub struct Delivery {
+    /// Routing key it was published with.
+    pub routing_key: String,
+    /// AMQP `content_type`.
+    pub content_type: Option<String>,
+    /// AMQP `content_encoding`.
+    pub content_encoding: Option<String>,
+    /// Whether the broker delivered it before (to us or to another consumer).
+    pub redelivered: bool,
+    /// Integer headers of the message (`x-…` stamps), by name.
+    pub int_headers: Vec<(String, i64)>,
+    /// The raw body.
+    pub data: Vec<u8>,
+    /// Settles the delivery, once.
+    pub settle: Settle,
+}
+
+impl Delivery {
+    fn from_lapin(d: lapin::message::Delivery) -> Self {
+        let props = &d.properties;
+        let int_headers = props
+            .headers()
+            .as_ref()
+            .map(|h| {
+                h.inner()
+                    .iter()
+                    .filter_map(|(k, v)| int_value(v).map(|n| (k.to_string(), n)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Delivery {
+            routing_key: d.routing_key.to_string(),
+            content_type: props.content_type().as_ref().map(|s| s.to_string()),
+            content_encoding: props.content_encoding().as_ref().map(|s| s.to_string()),
+            redelivered: d.redelivered,
+            int_headers,
+            data: d.data,
+            settle: Settle { acker: d.acker },
+        }
+    }
+
+    /// The integer header `name`, if the message has one.
+    pub fn int_header(&self, name: &str) -> Option<i64> {
+        self.int_headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+    }
+}
+
+fn int_value(v: &AMQPValue) -> Option<i64> {
+    match v {
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::Timestamp(n) => i64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+/// Settles one delivery. Each method consumes it, so a delivery is settled at most once;
+/// one dropped unsettled goes back to the queue when its channel closes.
+#[derive(Debug)]
+pub struct Settle {
+    acker: Acker,
+}
+
+impl Settle {
+    /// Acknowledges: handled, or settled for good.
+    pub async fn ack(self) -> Result<()> {
+        self.acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+            .map_err(broker("basic.ack"))
+    }
+
+    /// Rejects with requeue: the broker delivers it again (here or elsewhere).
+    pub async fn requeue(self) -> Result<()> {
+        self.acker
+            .nack(BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            })
+            .await
+            .map(drop)
+            .map_err(broker("basic.nack"))
+    }
+}

@@ -1,0 +1,257 @@
+//! The push workflow: `push_req` → APNs or FCM, with Kazoo's mapping and one hard
+//! deadline.
+//!
+//! Each push reads as the data flows, each step once:
+//! 1. **resolve** (core): the config snapshot's per-app settings and credentials,
+//!    [`AppConfig::resolve`];
+//! 2. **client** ([`clients`]): the provider client for those credentials, built once;
+//! 3. **build** (core): the APNs request or FCM message;
+//! 4. **send, classify, retry** ([`attempt`]);
+//! 5. **act**: on a dead token, optionally remove the device's `push` object.
+//!
+//! Everything from the wait for the first config load to the last retry runs inside
+//! one `timeout` measured from AMQP delivery: the verdict is `timeout` at the deadline,
+//! never later, whatever step was waiting. Semaphores bound the in-flight pushes per
+//! credential and in total, so one slow app cannot take every slot.
+
+pub mod attempt;
+pub mod clients;
+mod verdict;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use pusher_core::app_config::{AppConfig, Credentials};
+use pusher_core::push_req::PushReq;
+use pusher_core::{apns as core_apns, fcm as core_fcm};
+use pusher_io::couch::CouchClient;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use self::attempt::{Request, Verdict};
+use self::clients::Clients;
+pub use self::verdict::{PushOutcome, provider_label, short_token};
+use crate::config::{ConfigReceiver, PusherConfig};
+use crate::state::State;
+use crate::tokens::TokenIndex;
+
+/// Longest wait for the first load of `system_config/pusher` (within the deadline).
+const CONFIG_WAIT: Duration = Duration::from_secs(15);
+
+/// Settings of push delivery.
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    /// PEM roots added to the system roots for provider TLS (`PUSHER_EXTRA_CA_FILE`).
+    pub extra_ca_pem: Option<Vec<u8>>,
+    /// FCM base URL (`PUSHER_FCM_URL`).
+    pub fcm_base_url: String,
+    /// Per-request provider timeout.
+    pub request_timeout: Duration,
+    /// Default push deadline (config `push_deadline_ms` overrides).
+    pub deadline: Duration,
+    /// In-flight pushes per credential (app).
+    pub per_app_in_flight: usize,
+    /// In-flight pushes in total.
+    pub total_in_flight: usize,
+}
+
+/// What a [`Pusher`] works with.
+#[derive(Debug)]
+pub struct PusherParts {
+    /// For the `.p8` attachment and dead-token clean-up.
+    pub couch: CouchClient,
+    /// The live `system_config/pusher`.
+    pub config: ConfigReceiver,
+    /// Our zone (scoped lookups).
+    pub zone: String,
+    /// Delivery settings.
+    pub settings: PushSettings,
+    /// Token → device index.
+    pub tokens: Arc<TokenIndex>,
+    /// Metrics.
+    pub state: Arc<State>,
+}
+
+/// Push delivery.
+#[derive(Debug)]
+pub struct Pusher {
+    config: ConfigReceiver,
+    zone: String,
+    settings: PushSettings,
+    clients: Clients,
+    tokens: Arc<TokenIndex>,
+    state: Arc<State>,
+    total: Arc<Semaphore>,
+}
+
+impl Pusher {
+    /// A pusher reading credentials from the live config.
+    pub fn new(parts: PusherParts) -> Self {
+        let PusherParts {
+            couch,
+            config,
+            zone,
+            settings,
+            tokens,
+            state,
+        } = parts;
+        Self {
+            config,
+            zone,
+            total: Arc::new(Semaphore::new(settings.total_in_flight.max(1))),
+            clients: Clients::new(couch, settings.clone()),
+            settings,
+            tokens,
+            state,
+        }
+    }
+
+    /// The client registry (tests check that it stays bounded).
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    /// Handles one parsed `push_req` that reached us at `received`. `cancel` ends it
+    /// early (shutdown, or the AMQP session it came from ended): outcome `failed`.
+    pub async fn push(
+        &self,
+        req: &PushReq,
+        received: Instant,
+        cancel: &CancellationToken,
+    ) -> PushOutcome {
+        let span = tracing::info_span!("push",
+            call_id = %req.call_id.as_deref().unwrap_or(""),
+            msg_id = %req.msg_id.as_deref().unwrap_or(""),
+            app = %req.token_app, token = %short_token(&req.token_id),
+            token_type = req.token_type.as_str());
+        let metrics = &self.state.metrics;
+        let work = async move {
+            metrics.pushes_in_flight.fetch_add(1, Ordering::Relaxed);
+            let (outcome, configured) = tokio::select! {
+                done = self.run(req, received) => done,
+                () = cancel.cancelled() => (PushOutcome::Failed("shutting down".into()), true),
+            };
+            metrics.pushes_in_flight.fetch_sub(1, Ordering::Relaxed);
+            let provider = if outcome.reached_provider() {
+                provider_label(req.provider())
+            } else {
+                "none"
+            };
+            metrics.push_done(
+                provider,
+                crate::metrics::app_label(&req.token_app, configured),
+                outcome.label(),
+                received.elapsed(),
+            );
+            outcome.log(received.elapsed().as_millis() as u64);
+            outcome
+        };
+        tracing::Instrument::instrument(work, span).await
+    }
+
+    /// The whole push under its deadline; also says whether the app has its own scope
+    /// in the config (metric label).
+    async fn run(&self, req: &PushReq, received: Instant) -> (PushOutcome, bool) {
+        let Some(cfg) = self
+            .config_by(received + CONFIG_WAIT.min(self.settings.deadline))
+            .await
+        else {
+            tracing::error!("system_config/pusher could not be loaded; push_req dropped");
+            return (PushOutcome::Failed("config not loaded".into()), false);
+        };
+        let configured = cfg.doc.raw().get(&req.token_app).is_some();
+        let app = AppConfig::resolve(&cfg.doc, &req.token_app, &self.zone, req.token_type);
+        if !app.enabled {
+            return (PushOutcome::Disabled, configured);
+        }
+        let deadline = app.deadline_or(self.settings.deadline);
+        let at = tokio::time::Instant::from_std(received + deadline);
+        let outcome = tokio::time::timeout_at(at, self.deliver(&app, req, received, deadline))
+            .await
+            .unwrap_or_else(|_| {
+                PushOutcome::TimedOut(format!("deadline of {} ms reached", deadline.as_millis()))
+            });
+        (outcome, configured)
+    }
+
+    /// The current config, waiting until `by` for the first load.
+    async fn config_by(&self, by: Instant) -> Option<Arc<PusherConfig>> {
+        let mut rx = self.config.clone();
+        let loaded = async { rx.wait_for(Option::is_some).await.ok()?.clone() };
+        tokio::time::timeout_at(tokio::time::Instant::from_std(by), loaded)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn deliver(
+        &self,
+        app: &AppConfig,
+        req: &PushReq,
+        received: Instant,
+        deadline: Duration,
+    ) -> PushOutcome {
+        let credentials = match &app.credentials {
+            Ok(c) => c,
+            Err(e) => return PushOutcome::NoCredentials(e.to_string()),
+        };
+        let lease = match self.clients.lease(&app.app, credentials).await {
+            Ok(l) => l,
+            Err(why) => return PushOutcome::NoCredentials(why),
+        };
+        let request = match build(req, credentials) {
+            Ok(r) => r,
+            Err(outcome) => return outcome,
+        };
+        let Ok(_app_permit) = lease.limit.acquire_owned().await else {
+            return PushOutcome::Failed("shutting down".into());
+        };
+        let Ok(_total_permit) = self.total.clone().acquire_owned().await else {
+            return PushOutcome::Failed("shutting down".into());
+        };
+        let metrics = &self.state.metrics;
+        let provider = provider_label(req.provider());
+        match attempt::run(
+            &lease.sender,
+            &request,
+            received,
+            deadline,
+            metrics,
+            provider,
+        )
+        .await
+        {
+            Verdict::Delivered => PushOutcome::Delivered,
+            Verdict::Rejected(reason) => PushOutcome::Rejected(reason),
+            Verdict::OutOfTime(reason) => PushOutcome::TimedOut(reason),
+            Verdict::DeadToken {
+                reason,
+                timestamp_ms,
+            } => {
+                let removed =
+                    app.remove_invalid_tokens && self.tokens.remove_dead(req, timestamp_ms).await;
+                if removed {
+                    metrics.dead_tokens_removed.inc(&[provider]);
+                }
+                PushOutcome::DeadToken { reason, removed }
+            }
+        }
+    }
+}
+
+/// The provider request for `req` (core); an outcome when it cannot be built.
+fn build(req: &PushReq, credentials: &Credentials) -> Result<Request, PushOutcome> {
+    match credentials {
+        Credentials::Apple(c) => core_apns::build_request(req, &c.request)
+            .map(Request::Apns)
+            .map_err(|e| PushOutcome::Dropped(e.to_string())),
+        Credentials::Firebase(c) => {
+            let message = core_fcm::build_message(req, &c.envelope)
+                .map_err(|e| PushOutcome::Dropped(e.to_string()))?;
+            let path = core_fcm::send_path(&c.project_id)
+                .map_err(|e| PushOutcome::NoCredentials(e.to_string()))?;
+            Ok(Request::Fcm { path, message })
+        }
+    }
+}
