@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::apns::{self, ApnsAppConfig};
+use crate::credentials;
 use crate::kapps_config::ConfigDoc;
 use crate::push_req::{Provider, TokenType};
 use crate::secret::Secret;
@@ -84,9 +85,9 @@ pub enum AppConfigError {
     /// The service account is neither an object nor a string.
     #[error("firebase service_account is neither an object nor a JSON string")]
     ServiceAccountNotObject,
-    /// The service account fails the checks.
+    /// The service account fails [`credentials::check_service_account`].
     #[error("FCM service account unusable: {0}")]
-    ServiceAccount(String),
+    ServiceAccount(credentials::CredentialError),
     /// Only the legacy `firebase.api_key` is configured (that API is gone since 2024).
     #[error("legacy FCM API was shut down in 2024; add a service account with add_firebase_v1_app")]
     LegacyApiKey,
@@ -314,7 +315,9 @@ impl FirebaseCredentials {
             }
             None => return Err(AppConfigError::NoServiceAccount),
         };
-        let project_id = check_service_account(&service_account)?;
+        let project_id = credentials::check_service_account(&service_account)
+            .map_err(AppConfigError::ServiceAccount)?
+            .project_id;
         let envelope = FIREBASE_SECTIONS
             .iter()
             .find_map(|s| cfg.value(&[s, "headers"]).cloned())
@@ -334,30 +337,6 @@ impl FirebaseCredentials {
         self.service_account.expose().to_string().hash(&mut h);
         h.finish()
     }
-}
-
-/// The parts of a service account checked before it is handed to an OAuth client;
-/// returns its `project_id`.
-fn check_service_account(sa: &Value) -> Result<String, AppConfigError> {
-    let bad = AppConfigError::ServiceAccount;
-    let field = |k: &str| sa.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-    for k in ["private_key", "client_email", "project_id"] {
-        if field(k).is_none() {
-            return Err(bad(format!("service account lacks `{k}`")));
-        }
-    }
-    if let Some(t) = field("type")
-        && t != "service_account"
-    {
-        return Err(bad(format!("type is {t:?}, expected \"service_account\"")));
-    }
-    let key = field("private_key").unwrap_or_default();
-    if !key.contains("-----BEGIN PRIVATE KEY-----")
-        && !key.contains("-----BEGIN RSA PRIVATE KEY-----")
-    {
-        return Err(bad("private_key is not a PEM private key".into()));
-    }
-    Ok(field("project_id").unwrap_or_default().to_string())
 }
 
 #[cfg(test)]

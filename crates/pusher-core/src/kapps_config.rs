@@ -91,6 +91,18 @@ pub fn to_boolean(v: &Value) -> Option<bool> {
     }
 }
 
+/// The kind of a JSON value, for error messages (`"a string"`, `"an object"`, …).
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Value at `path` under `v` (`v` itself for an empty path); `null` counts as absent.
 pub fn get_path<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter()

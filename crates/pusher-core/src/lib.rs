@@ -13,6 +13,7 @@
 //! - [`push_req`] reads a `push_req` (spec §1.4, §5.2); [`apns`] and [`fcm`] turn it
 //!   into an APNs request or an FCM v1 message (spec §6.1, §6.4), and [`outcome`]
 //!   classifies the provider's answer and times retries (providers.md §1, §2).
+//! - [`credentials`] checks APNs certificates, `.p8` keys and service accounts.
 //!
 //! Every function is total: malformed input yields an error value or a warning,
 //! never a panic.
@@ -21,6 +22,7 @@ pub mod account;
 pub mod apns;
 pub mod app_config;
 pub mod contact;
+pub mod credentials;
 pub mod der;
 pub mod envelope;
 pub mod fcm;

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::account::account_db;
 use crate::contact::{Contact, parse_contacts, url_decode};
+use crate::kapps_config::json_kind;
 use crate::ua_rules::{Rule, UserAgentRules};
 
 /// Rule name reported in [`RegDecision`] for the RFC 8599 fallback.
@@ -384,17 +385,6 @@ pub fn apply_update(doc: &mut Value, update: &PushUpdate) -> bool {
 
 fn non_empty_str(v: Option<&Value>) -> Option<&str> {
     v.and_then(Value::as_str).filter(|s| !s.is_empty())
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@
 use fancy_regex::{Regex, RegexBuilder};
 use serde_json::Value;
 
+use crate::kapps_config::json_kind;
+
 /// Pattern used when a rule has no `regex` (Kazoo's default): matches only an empty UA.
 pub const DEFAULT_REGEX: &str = "^$";
 
@@ -279,18 +281,6 @@ fn compile_rule(key: &str, rule: &Value, errors: &mut Vec<RuleError>) -> Option<
         regex,
         properties,
     })
-}
-
-/// JSON type name for messages.
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

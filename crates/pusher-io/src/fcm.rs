@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use pusher_core::credentials::check_service_account;
 use serde_json::Value;
 use tokio::sync::Mutex;
 use yup_oauth2::authenticator::Authenticator;
@@ -53,34 +54,6 @@ pub struct Response {
     pub retry_after: Option<String>,
 }
 
-/// The parts of a service account we check before handing it to yup-oauth2.
-pub fn check_service_account(sa: &Value) -> Result<String> {
-    let field = |k: &str| sa.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-    for k in ["private_key", "client_email", "project_id"] {
-        if field(k).is_none() {
-            return Err(Error::ServiceAccount(format!(
-                "service account lacks `{k}`"
-            )));
-        }
-    }
-    if let Some(t) = field("type")
-        && t != "service_account"
-    {
-        return Err(Error::ServiceAccount(format!(
-            "type is {t:?}, expected \"service_account\""
-        )));
-    }
-    let key = field("private_key").unwrap_or_default();
-    if !key.contains("-----BEGIN PRIVATE KEY-----")
-        && !key.contains("-----BEGIN RSA PRIVATE KEY-----")
-    {
-        return Err(Error::ServiceAccount(
-            "private_key is not a PEM private key".into(),
-        ));
-    }
-    Ok(field("project_id").unwrap_or_default().to_string())
-}
-
 /// A client for one app's service account.
 pub struct Client {
     http: reqwest::Client,
@@ -108,12 +81,11 @@ impl Client {
         request_timeout: Duration,
     ) -> Result<Self> {
         crate::ensure_crypto_provider();
-        let project_id = check_service_account(service_account)?;
-        let mut sa = service_account.clone();
-        if sa.get("token_uri").and_then(Value::as_str).is_none() {
-            sa["token_uri"] = Value::String("https://oauth2.googleapis.com/token".into());
-        }
-        let key = yup_oauth2::parse_service_account_key(sa.to_string())
+        // The same check the CLI runs before storing an account (it requires `token_uri`).
+        let project_id = check_service_account(service_account)
+            .map_err(|e| Error::ServiceAccount(e.to_string()))?
+            .project_id;
+        let key = yup_oauth2::parse_service_account_key(service_account.to_string())
             .map_err(|e| Error::ServiceAccount(e.to_string()))?;
         let auth = yup_oauth2::ServiceAccountAuthenticator::builder(key)
             .build()
@@ -181,28 +153,5 @@ impl Client {
             body,
             retry_after,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn service_account_checks_name_the_missing_field() {
-        let ok = json!({"type": "service_account", "project_id": "p", "client_email": "a@b",
-            "private_key": "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n"});
-        assert_eq!(check_service_account(&ok).expect("ok"), "p");
-        let mut no_key = ok.clone();
-        no_key.as_object_mut().expect("obj").remove("private_key");
-        let e = check_service_account(&no_key).expect_err("no key");
-        assert!(e.to_string().contains("private_key"));
-        let mut bad_type = ok.clone();
-        bad_type["type"] = json!("authorized_user");
-        assert!(check_service_account(&bad_type).is_err());
-        let mut not_pem = ok;
-        not_pem["private_key"] = json!("abc");
-        assert!(check_service_account(&not_pem).is_err());
     }
 }

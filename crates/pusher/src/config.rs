@@ -78,7 +78,7 @@ fn apns_certificates(doc: &ConfigDoc) -> Vec<(String, i64)> {
     map.iter()
         .filter_map(|(scope, v)| {
             let pem = v.get("apple")?.get("certificate")?.as_str()?;
-            let not_after = crate::ctl::credentials::certificate_not_after(pem)?;
+            let not_after = pusher_core::credentials::certificate_not_after(pem)?;
             Some((scope.clone(), not_after))
         })
         .collect()
@@ -220,7 +220,10 @@ mod tests {
 
     #[test]
     fn apns_certificate_dates_are_read_per_scope() {
-        let pki = crate::ctl::credentials::tests_support::pki();
+        let pki = pusher_sandbox::pki::TestPki::load_or_generate(
+            &std::env::temp_dir().join("pusher-unit-pki"),
+        )
+        .expect("test PKI");
         let pem = &pki.client(pusher_sandbox::pki::ClientVariant::Pkcs8).pem;
         let doc = json!({
             "org.a": {"apple": {"certificate": pem}},

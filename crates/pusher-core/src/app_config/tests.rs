@@ -8,7 +8,8 @@ const ZONE: &str = "local";
 
 fn sa() -> Value {
     json!({"type": "service_account", "project_id": "proj", "client_email": "a@b",
-        "private_key": "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n"})
+        "token_uri": "https://oauth2.googleapis.com/token",
+        "private_key": include_str!("../../tests/data/service-account-key.pem")})
 }
 
 /// A doc with `app` as the app scope, `zone` as the zone scope and `default`.

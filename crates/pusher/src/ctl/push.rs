@@ -16,11 +16,10 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt as _;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use pusher_core::app_config::AppConfig;
 use pusher_core::kapps_config::ConfigDoc;
-use pusher_io::amqp::{self, Publisher};
+use pusher_core::push_req::TokenType;
+use pusher_io::amqp::{self, Broker};
 use rand::Rng as _;
 use serde_json::{Value, json};
 
@@ -170,14 +169,13 @@ pub fn verdict_line(reply: &Value, elapsed: Duration, app: &str) -> (String, boo
     (line, status == "delivered")
 }
 
-/// Push deadline for `app`: config `push_deadline_ms` (app → zone → default, 1–60 s),
-/// else `PUSHER_PUSH_DEADLINE_MS` — the same resolution as `pusherd`.
-fn deadline(cfg: &ConfigDoc, app: &str, zone: &str, fallback: Duration) -> Duration {
-    cfg.app_value(app, zone, &["push_deadline_ms"])
-        .and_then(Value::as_u64)
-        .filter(|ms| (1_000..=60_000).contains(ms))
-        .map(Duration::from_millis)
-        .unwrap_or(fallback)
+/// Push deadline of the device's app: `AppConfig::resolve`'s (config `push_deadline_ms`
+/// app → zone → default, 1–60 s), else `PUSHER_PUSH_DEADLINE_MS` — what `pusherd` uses.
+/// An unknown `Token-Type` has no app config; `pusherd` refuses it at once anyway.
+fn deadline(cfg: &ConfigDoc, dev: &DevicePush, zone: &str, fallback: Duration) -> Duration {
+    TokenType::parse(&dev.token_type).map_or(fallback, |t| {
+        AppConfig::resolve(cfg, &dev.app, zone, t).deadline_or(fallback)
+    })
 }
 
 /// `push AccountId DeviceId`.
@@ -198,23 +196,18 @@ pub async fn push(ctx: &Ctx<'_>, account_id: &str, device_id: &str) -> Result<Re
             .map_err(failed)?
             .unwrap_or(Value::Null),
     );
-    let wait = deadline(
-        &cfg,
-        &dev.app,
-        &ctx.settings.zone,
-        ctx.settings.push.deadline,
-    ) + REPLY_GRACE;
+    let wait = deadline(&cfg, &dev, &ctx.settings.zone, ctx.settings.push.deadline) + REPLY_GRACE;
 
     let uri = &ctx.settings.amqp_uri;
     let redacted = pusher_io::couch::redact_url(uri);
-    let conn = amqp::connect(uri, "pusherctl push").await.map_err(|e| {
+    let broker = Broker::connect(uri, "pusherctl push").await.map_err(|e| {
         failed(format!(
             "RabbitMQ unreachable at {redacted}: {}",
             root_cause(&e)
         ))
     })?;
-    let result = push_on(&conn, &dev, wait).await;
-    let _ = conn.close(200, "pusherctl done".into()).await;
+    let result = push_on(&broker, &dev, wait).await;
+    broker.close("pusherctl done").await;
     result
 }
 
@@ -226,85 +219,39 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     cur.to_string()
 }
 
-async fn push_on(conn: &lapin::Connection, dev: &DevicePush, wait: Duration) -> Result<Report> {
+async fn push_on(broker: &Broker, dev: &DevicePush, wait: Duration) -> Result<Report> {
     let amqp_err = |e: amqp::Error| failed(format!("RabbitMQ: {e}"));
-    // Is anybody consuming? A passive declare fails (and closes its channel) when the
-    // queue does not exist, so it gets a channel of its own.
-    let probe = conn
-        .create_channel()
-        .await
-        .map_err(|e| failed(format!("RabbitMQ: cannot open a channel: {e}")))?;
-    let shared = probe
-        .queue_declare(
-            amqp::QUEUE.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
-    match shared {
-        Err(_) => {
+    // Is anybody consuming?
+    match broker.queue_state(amqp::QUEUE).await.map_err(amqp_err)? {
+        None => {
             return Err(failed(format!(
                 "no pusherd is running on this broker: queue {} does not exist",
                 amqp::QUEUE
             )));
         }
-        Ok(q) if q.consumer_count() == 0 => {
+        Some(q) if q.consumers == 0 => {
             return Err(failed(format!(
                 "no pusherd is consuming queue {} on this broker",
                 amqp::QUEUE
             )));
         }
-        Ok(_) => {
-            let _ = probe.close(200, "probe done".into()).await;
-        }
+        Some(_) => {}
     }
 
-    let publisher = Publisher::new(conn).await.map_err(amqp_err)?;
-    let channel = publisher.channel();
-    // Reply queue: server-named (""), exclusive (only this connection may use it) and
-    // auto-delete (gone when we disconnect), so nothing outlives the command.
-    let reply_queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| failed(format!("RabbitMQ: cannot declare a reply queue: {e}")))?;
-    let reply_name = reply_queue.name().to_string();
-    // no_ack: a reply is useful to us alone and only once.
-    let mut replies = channel
-        .basic_consume(
-            reply_name.as_str().into(),
-            "pusherctl".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                exclusive: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| failed(format!("RabbitMQ: cannot consume the reply queue: {e}")))?;
+    let publisher = broker.publisher().await.map_err(amqp_err)?;
+    // Server-named, exclusive and auto-delete: nothing outlives the command.
+    let mut replies = broker.reply_queue().await.map_err(amqp_err)?;
 
     let msg_id = uuid_v4();
     let call_id = format!("pusherctl-{}", uuid_v4());
     let node = format!("pusherctl@{}", gethostname::gethostname().to_string_lossy());
-    let body = push_req(dev, &msg_id, &call_id, &reply_name, &node);
+    let body = push_req(dev, &msg_id, &call_id, replies.name(), &node);
     let started = Instant::now();
     publisher
-        .publish_json(
+        .publish(
             amqp::EXCHANGE_PUSHES,
             &routing_key(dev),
             body.to_string().as_bytes(),
-            lapin::BasicProperties::default(),
         )
         .await
         .map_err(amqp_err)?;
@@ -312,8 +259,7 @@ async fn push_on(conn: &lapin::Connection, dev: &DevicePush, wait: Duration) -> 
     let deadline = started + wait;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let next = tokio::time::timeout(left, replies.next()).await;
-        let delivery = match next {
+        let reply = match tokio::time::timeout(left, replies.next()).await {
             Err(_) => {
                 return Ok(Report {
                     stdout: String::new(),
@@ -325,10 +271,9 @@ async fn push_on(conn: &lapin::Connection, dev: &DevicePush, wait: Duration) -> 
                 });
             }
             Ok(None) => return Err(failed("RabbitMQ closed the reply queue")),
-            Ok(Some(Err(e))) => return Err(failed(format!("RabbitMQ: {e}"))),
-            Ok(Some(Ok(d))) => d,
+            Ok(Some(body)) => body,
         };
-        let Ok(reply) = serde_json::from_slice::<Value>(&delivery.data) else {
+        let Ok(reply) = serde_json::from_slice::<Value>(&reply) else {
             continue;
         };
         if reply.get("Msg-ID").and_then(Value::as_str) != Some(msg_id.as_str()) {
@@ -394,6 +339,24 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("routing key"), "{e}");
+    }
+
+    #[test]
+    fn deadline_is_pusherds() {
+        let fallback = Duration::from_secs(20);
+        let cfg = |ms: u64| {
+            ConfigDoc::new(json!({"default": {"push_deadline_ms": 30_000},
+                                  "org.example.app": {"push_deadline_ms": ms}}))
+        };
+        assert_eq!(
+            deadline(&cfg(5_000), &dev(), "z", fallback),
+            Duration::from_secs(5)
+        );
+        // Out of 1–60 s: not used, and the app's value hides the default's.
+        assert_eq!(deadline(&cfg(500), &dev(), "z", fallback), fallback);
+        let mut other = dev();
+        other.token_type = "pager".into();
+        assert_eq!(deadline(&cfg(5_000), &other, "z", fallback), fallback);
     }
 
     #[test]

@@ -184,17 +184,29 @@ fn pointer_to_key(p: &str) -> String {
         .join(".")
 }
 
-/// A copy of `v` with every secret value (see [`SECRET_KEYS`]) replaced by a note of
-/// its size. `key` is the name `v` itself is stored under, if any.
+/// Whether `text` holds a PEM private key (`-----BEGIN … PRIVATE KEY-----`), wherever it
+/// is stored: such a value is never printed, whatever its key is called.
+pub fn looks_like_private_key(text: &str) -> bool {
+    text.contains("PRIVATE KEY-----")
+}
+
+/// What is printed instead of a secret: only its size.
+fn hidden(v: &Value) -> Value {
+    let len = match v {
+        Value::String(s) => s.len(),
+        other => other.to_string().len(),
+    };
+    Value::String(format!("<secret, {len} bytes, not shown>"))
+}
+
+/// A copy of `v` with every secret value replaced by a note of its size: values stored
+/// under [`SECRET_KEYS`], strings that [look like a private key](looks_like_private_key),
+/// and secrets inside strings that hold JSON (the schema lets a service account be
+/// stored as a JSON *string*; it is shown as a string, with its secrets hidden). `key`
+/// is the name `v` itself is stored under, if any.
 pub fn redact(v: &Value, key: Option<&str>) -> Value {
-    if let Some(k) = key
-        && SECRET_KEYS.contains(&k)
-    {
-        let len = match v {
-            Value::String(s) => s.len(),
-            other => other.to_string().len(),
-        };
-        return Value::String(format!("<secret, {len} bytes, not shown>"));
+    if key.is_some_and(|k| SECRET_KEYS.contains(&k)) {
+        return hidden(v);
     }
     match v {
         Value::Object(map) => Value::Object(
@@ -203,6 +215,26 @@ pub fn redact(v: &Value, key: Option<&str>) -> Value {
                 .collect(),
         ),
         Value::Array(items) => Value::Array(items.iter().map(|i| redact(i, None)).collect()),
+        Value::String(s) => {
+            let json = serde_json::from_str::<Value>(s)
+                .ok()
+                .filter(|inner| inner.is_object() || inner.is_array());
+            // Secrets inside JSON text: shown re-encoded, with them hidden.
+            let shown = match json {
+                Some(inner) => match redact(&inner, None) {
+                    same if same == inner => s.clone(),
+                    redacted => redacted.to_string(),
+                },
+                None => s.clone(),
+            };
+            // Whatever is left (a key outside any JSON value, twice-encoded JSON, …) is
+            // hidden whole.
+            if looks_like_private_key(&shown) {
+                hidden(v)
+            } else {
+                Value::String(shown)
+            }
+        }
         other => other.clone(),
     }
 }
@@ -354,5 +386,40 @@ mod tests {
             redact(&json!("PEM"), Some("certificate")),
             json!("<secret, 3 bytes, not shown>")
         );
+    }
+
+    #[test]
+    fn redaction_inside_json_strings_and_of_any_private_key() {
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADAN\n-----END PRIVATE KEY-----\n";
+        let sa = json!({"type": "service_account", "project_id": "p", "private_key": key});
+        // A service account stored as a JSON string (the schema allows it).
+        let v = json!({"firebase_v1": {"service_account": sa.to_string()}});
+        for shown in [
+            redact(&v, None),
+            redact(
+                &v["firebase_v1"]["service_account"],
+                Some("service_account"),
+            ),
+        ] {
+            let text = shown.to_string();
+            assert!(!text.contains("MIIEvQIBADAN"), "{text}");
+            assert!(text.contains("not shown"), "{text}");
+            assert!(text.contains("project_id"), "{text}");
+        }
+        let inner = redact(&v, None)["firebase_v1"]["service_account"]
+            .as_str()
+            .map(|s| serde_json::from_str::<Value>(s).expect("still JSON"))
+            .expect("still a string");
+        assert_eq!(inner["project_id"], "p");
+        // Twice encoded.
+        let twice = json!(json!(sa.to_string()).to_string());
+        assert!(!redact(&twice, None).to_string().contains("MIIEvQIBADAN"));
+        // A private key under a key nobody listed, alone or in an array.
+        let stray = json!({"apple": {"notes": key}, "list": [key]});
+        let text = redact(&stray, None).to_string();
+        assert!(!text.contains("MIIEvQIBADAN"), "{text}");
+        // Strings without secrets, JSON or not, are shown as they are.
+        let plain = json!({"a": "{\"regex\": \"^x\"}", "b": "42", "c": "text"});
+        assert_eq!(redact(&plain, None), plain);
     }
 }
