@@ -38,9 +38,6 @@ const STABLE_SESSION: Duration = Duration::from_secs(30);
 /// How long the handlers of a broken session get to notice their cancellation.
 const CANCEL_WAIT: Duration = Duration::from_secs(2);
 
-/// Header a pusher may stamp on a message it hands back: when it first saw it (Unix ms).
-pub const FIRST_SEEN_HEADER: &str = "x-pusher-first-seen-ms";
-
 /// What the supervisor needs.
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
@@ -197,14 +194,10 @@ async fn handle(
 ) {
     let m = &state.metrics;
     m.messages_in_flight.fetch_add(1, Ordering::Relaxed);
-    let first_seen_ms = delivery
-        .int_header(FIRST_SEEN_HEADER)
-        .and_then(|ms| u64::try_from(ms).ok());
     let Delivery {
         routing_key,
         content_type,
         content_encoding,
-        redelivered,
         data,
         settle,
         ..
@@ -213,8 +206,6 @@ async fn handle(
         content_type,
         content_encoding,
         routing_key,
-        redelivered,
-        first_seen_ms,
         data,
     };
     let handled = dispatcher.process(&msg, work).await;

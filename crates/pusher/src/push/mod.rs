@@ -11,14 +11,11 @@
 //!
 //! Everything from the wait for the first config load to the last retry runs inside
 //! one `timeout` measured from AMQP delivery: the verdict is `timeout` at the deadline,
-//! never later, whatever step was waiting. The deadline counts from the request's origin:
-//! its first sighting here, or earlier evidence it carries ([`seen`]); a copy that comes
-//! back after its deadline is not sent (`expired`), nor one that already got its verdict
-//! (`duplicate`). Semaphores bound the in-flight pushes per credential and in total.
+//! never later, whatever step was waiting. Semaphores bound the in-flight pushes per
+//! credential and in total, so one slow app cannot take every slot.
 
 pub mod attempt;
 pub mod clients;
-pub mod seen;
 mod verdict;
 
 use std::sync::Arc;
@@ -34,7 +31,6 @@ use tokio_util::sync::CancellationToken;
 
 use self::attempt::{Request, Verdict};
 use self::clients::Clients;
-use self::seen::{Arrival, Seen, Sighting};
 pub use self::verdict::{PushOutcome, provider_label, short_token};
 use crate::config::{ConfigReceiver, PusherConfig};
 use crate::state::State;
@@ -87,7 +83,6 @@ pub struct Pusher {
     tokens: Arc<TokenIndex>,
     state: Arc<State>,
     total: Arc<Semaphore>,
-    seen: Seen,
 }
 
 impl Pusher {
@@ -109,7 +104,6 @@ impl Pusher {
             settings,
             tokens,
             state,
-            seen: Seen::default(),
         }
     }
 
@@ -118,16 +112,14 @@ impl Pusher {
         &self.clients
     }
 
-    /// Handles one parsed `push_req` that reached us as `arrival`. `cancel` ends it
+    /// Handles one parsed `push_req` that reached us at `received`. `cancel` ends it
     /// early (shutdown, or the AMQP session it came from ended): outcome `failed`.
     pub async fn push(
         &self,
         req: &PushReq,
-        arrival: Arrival,
+        received: Instant,
         cancel: &CancellationToken,
     ) -> PushOutcome {
-        let received = arrival.received;
-        let key = seen::key(req);
         let span = tracing::info_span!("push",
             call_id = %req.call_id.as_deref().unwrap_or(""),
             msg_id = %req.msg_id.as_deref().unwrap_or(""),
@@ -137,12 +129,9 @@ impl Pusher {
         let work = async move {
             metrics.pushes_in_flight.fetch_add(1, Ordering::Relaxed);
             let (outcome, configured) = tokio::select! {
-                done = self.run(req, &key, arrival) => done,
+                done = self.run(req, received) => done,
                 () = cancel.cancelled() => (PushOutcome::Failed("shutting down".into()), true),
             };
-            if outcome.is_final() {
-                self.seen.done(&key);
-            }
             metrics.pushes_in_flight.fetch_sub(1, Ordering::Relaxed);
             let provider = if outcome.reached_provider() {
                 provider_label(req.provider())
@@ -161,22 +150,11 @@ impl Pusher {
         tracing::Instrument::instrument(work, span).await
     }
 
-    /// The whole push under its deadline, counted from the request's origin (see
-    /// [`seen`]); also says whether the app has its own scope in the config (metric
-    /// label).
-    async fn run(&self, req: &PushReq, key: &str, arrival: Arrival) -> (PushOutcome, bool) {
-        let now = Instant::now();
-        let origin = match self.seen.sight(key, &arrival, now, crate::clock::unix_ms()) {
-            Sighting::Done => return (PushOutcome::Duplicate, true),
-            Sighting::Pending { origin } => origin,
-        };
-        if arrival.redelivered && origin == arrival.received {
-            tracing::info!(
-                "redelivered push_req with no evidence of its age; its deadline counts from now"
-            );
-        }
+    /// The whole push under its deadline; also says whether the app has its own scope
+    /// in the config (metric label).
+    async fn run(&self, req: &PushReq, received: Instant) -> (PushOutcome, bool) {
         let Some(cfg) = self
-            .config_by(origin + CONFIG_WAIT.min(self.settings.deadline))
+            .config_by(received + CONFIG_WAIT.min(self.settings.deadline))
             .await
         else {
             tracing::error!("system_config/pusher could not be loaded; push_req dropped");
@@ -188,17 +166,8 @@ impl Pusher {
             return (PushOutcome::Disabled, configured);
         }
         let deadline = app.deadline_or(self.settings.deadline);
-        let age = Instant::now().saturating_duration_since(origin);
-        if age >= deadline {
-            let why = format!(
-                "first seen {} ms ago, past its {} ms deadline",
-                age.as_millis(),
-                deadline.as_millis()
-            );
-            return (PushOutcome::Expired(why), configured);
-        }
-        let at = tokio::time::Instant::from_std(origin + deadline);
-        let outcome = tokio::time::timeout_at(at, self.deliver(&app, req, origin, deadline))
+        let at = tokio::time::Instant::from_std(received + deadline);
+        let outcome = tokio::time::timeout_at(at, self.deliver(&app, req, received, deadline))
             .await
             .unwrap_or_else(|_| {
                 PushOutcome::TimedOut(format!("deadline of {} ms reached", deadline.as_millis()))
