@@ -98,7 +98,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         tokens: tokens.clone(),
         state: state.clone(),
     }));
-    let registrar = Arc::new(register::Registrar {
+    let registrar = Arc::new(register::Registrar::new(register::RegistrarParts {
         devices: Arc::new(register::device_cache::DeviceCache::new(
             couch.clone(),
             background.clone(),
@@ -106,10 +106,14 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         couch,
         config,
         retry_budget: settings.retry_budget,
+        // Registrations get half of the prefetch window; pushes always find room.
+        slots: usize::from(settings.prefetch / 2).max(1),
         tokens,
         state: state.clone(),
-    });
-    let dispatcher = dispatch::Dispatcher::new(registrar, pusher, state.clone(), &settings.node);
+    }));
+    tokio::spawn(registrar.clone().drain(background.clone()));
+    let dispatcher =
+        dispatch::Dispatcher::new(registrar.clone(), pusher, state.clone(), &settings.node);
     let consumer_settings = consumer::ConsumerSettings {
         amqp_uris: std::iter::once(settings.amqp_uri.clone())
             .chain(settings.amqp_fallback_uris.iter().cloned())
@@ -119,8 +123,16 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         shutdown_grace: settings.shutdown_grace,
     };
     tracing::info!(settings = ?settings, http = ?http_addr, "pusherd starting");
+    let parked = registrar.clone();
     let handle = tokio::spawn(async move {
         consumer::supervise(consumer_settings, dispatcher, state, shutdown).await;
+        let left = parked.parked();
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "parked registrations not written before exit; those phones update on their next registration"
+            );
+        }
         background.cancel();
         if let Some(t) = http_task {
             let _ = t.await;

@@ -1,13 +1,18 @@
 //! The registration workflow: a `reg_success` → the device's `push` object.
 //!
 //! decide (core: User-Agent rules, Contact params, RFC 8599) → the device cache answers
-//! refreshes that change nothing → read-modify-write of the device doc (409s re-read and
-//! re-applied) → the token index learns the token. Transient failures (CouchDB down, the
-//! config not loaded yet) are retried with capped, jittered backoff while the delivery
-//! stays unacked, for at most the retry budget; then the registration is settled without
-//! update (the phone registers again within minutes).
+//! refreshes that change nothing → the [`lot`] decides: write at once, park, or settle
+//! without update → read-modify-write of the device doc (409s re-read and re-applied) →
+//! the token index learns the token. Transient failures (CouchDB down) are retried with
+//! capped, jittered backoff for at most the retry budget; then the registration is
+//! settled without update (the phone registers again within minutes).
+//!
+//! Registrations never take more than their slots of the AMQP prefetch window: a write
+//! at once holds its delivery (acked when written), a parked one was acked when parked.
+//! So a CouchDB outage fills the registration slots, never the pushes' share.
 
 pub mod device_cache;
+pub mod lot;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,8 +24,9 @@ use rand::Rng as _;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use self::device_cache::{CachedPush, DeviceCache};
-use crate::config::ConfigReceiver;
+use self::device_cache::{CachedPush, DeviceCache, Ticket};
+use self::lot::{Lot, Offer};
+use crate::config::{ConfigReceiver, PusherConfig};
 use crate::dispatch::{Disposition, short};
 use crate::state::State;
 use crate::tokens::TokenIndex;
@@ -49,6 +55,11 @@ pub enum RegOutcome {
     Removed,
     /// The device doc or account database does not exist.
     DeviceNotFound,
+    /// Registration slots busy (or the device being written): acked and parked, to be
+    /// written by the drainer.
+    Parked,
+    /// The parking lot is full: settled without update.
+    Shed,
     /// Gave up (permanent error, or transient errors beyond the retry budget).
     Error,
 }
@@ -64,38 +75,36 @@ impl RegOutcome {
             RegOutcome::Updated => "updated",
             RegOutcome::Removed => "removed",
             RegOutcome::DeviceNotFound => "device_not_found",
+            RegOutcome::Parked => "parked",
+            RegOutcome::Shed => "shed",
             RegOutcome::Error => "error",
         }
     }
 }
 
-/// Failures of one attempt at a registration.
-#[derive(Debug, thiserror::Error)]
-enum AttemptError {
-    #[error("system_config/pusher has not been loaded yet")]
-    ConfigNotLoaded,
-    #[error(transparent)]
-    Couch(#[from] couch::Error),
-}
-
-impl AttemptError {
-    fn is_transient(&self) -> bool {
-        match self {
-            AttemptError::ConfigNotLoaded => true,
-            AttemptError::Couch(e) => e.is_transient(),
-        }
-    }
-}
-
-/// Writes registrations to device documents.
+/// A decided registration that must write its device document.
 #[derive(Debug)]
-pub struct Registrar {
+pub struct Job {
+    /// The registration's `Msg-ID` and `Call-ID`, for logs.
+    ids: (String, String),
+    account_db: String,
+    device_id: String,
+    update: PushUpdate,
+    wanted: CachedPush,
+    ticket: Option<Ticket>,
+}
+
+/// What a [`Registrar`] works with.
+#[derive(Debug)]
+pub struct RegistrarParts {
     /// Device documents.
     pub couch: CouchClient,
     /// The live `system_config/pusher`.
     pub config: ConfigReceiver,
-    /// How long transient failures are retried while the delivery stays unacked.
+    /// How long transient failures are retried.
     pub retry_budget: Duration,
+    /// Writes at once (the registrations' share of the prefetch window).
+    pub slots: usize,
     /// Token → device index.
     pub tokens: Arc<TokenIndex>,
     /// Cache of device `push` objects.
@@ -104,86 +113,149 @@ pub struct Registrar {
     pub state: Arc<State>,
 }
 
+/// Writes registrations to device documents.
+#[derive(Debug)]
+pub struct Registrar {
+    couch: CouchClient,
+    config: ConfigReceiver,
+    retry_budget: Duration,
+    tokens: Arc<TokenIndex>,
+    devices: Arc<DeviceCache>,
+    state: Arc<State>,
+    lot: Lot<Job>,
+}
+
 impl Registrar {
-    /// Handles one parsed `reg_success`, retrying transient failures until the retry
-    /// budget is spent or `cancel` fires (then the delivery goes back to the queue).
+    /// A registrar; call [`Registrar::drain`] in a task to write parked registrations.
+    pub fn new(parts: RegistrarParts) -> Self {
+        Self {
+            couch: parts.couch,
+            config: parts.config,
+            retry_budget: parts.retry_budget,
+            tokens: parts.tokens,
+            devices: parts.devices,
+            state: parts.state,
+            lot: Lot::new(parts.slots),
+        }
+    }
+
+    /// Devices whose registration waits in the parking lot.
+    pub fn parked(&self) -> usize {
+        self.lot.parked()
+    }
+
+    /// Handles one parsed `reg_success`: decide, then write at once, park, or settle
+    /// without update (see [`lot`]). Transient failures of a write at once are retried
+    /// until the retry budget is spent or `cancel` fires (then the delivery goes back to
+    /// the queue).
     pub async fn register(
         &self,
         reg: &RegSuccess,
         cancel: &CancellationToken,
     ) -> (RegOutcome, Disposition) {
-        let msg_id = reg.msg_id.as_deref().unwrap_or("");
-        let call_id = reg.call_id.as_deref().unwrap_or("");
-        let started = Instant::now();
-        let mut attempt = 1u32;
-        loop {
-            let attempt_result = tokio::select! {
-                r = self.once(reg) => r,
-                () = cancel.cancelled() => {
-                    tracing::info!(msg_id, call_id, "interrupted; reg_success returned to the queue");
-                    return (RegOutcome::Error, Disposition::Requeue);
-                }
-            };
-            let e = match attempt_result {
-                Ok(outcome) => {
+        let ids = (ids_of(reg).0.to_string(), ids_of(reg).1.to_string());
+        let Some(cfg) = self.config_within(cancel).await else {
+            if cancel.is_cancelled() {
+                return (RegOutcome::Error, Disposition::Requeue);
+            }
+            tracing::error!(
+                msg_id = ids.0,
+                call_id = ids.1,
+                "system_config/pusher not loaded within the retry budget; reg_success settled without update"
+            );
+            return (RegOutcome::Error, Disposition::Ack);
+        };
+        let job = match self.plan(reg, &cfg, ids).await {
+            Ok(job) => job,
+            Err(outcome) => {
+                log_outcome(reg, outcome);
+                return (outcome, Disposition::Ack);
+            }
+        };
+        let key = (job.account_db.clone(), job.device_id.clone());
+        match self.lot.offer(key, job) {
+            Offer::Now(claim, job) => {
+                let (outcome, disposition) = self.write(&job, cancel).await;
+                drop(claim);
+                if disposition == Disposition::Ack {
                     log_outcome(reg, outcome);
-                    return (outcome, Disposition::Ack);
                 }
-                Err(e) if e.is_transient() => e,
-                Err(e) => {
-                    tracing::error!(msg_id, call_id, error.message = %e, "reg_success failed; settled");
-                    return (RegOutcome::Error, Disposition::Ack);
-                }
-            };
-            let delay = retry_delay(attempt, None, RETRY_BASE, RETRY_CAP, rand::rng().random());
-            let elapsed = started.elapsed();
-            if elapsed + delay > self.retry_budget {
-                tracing::error!(msg_id, call_id, attempt, error.message = %e,
-                    elapsed_ms = elapsed.as_millis() as u64,
-                    "reg_success failed for longer than the retry budget; settled without update");
-                return (RegOutcome::Error, Disposition::Ack);
+                (outcome, disposition)
             }
-            tracing::warn!(msg_id, call_id, attempt, error.message = %e,
-                retry_in_ms = delay.as_millis() as u64, "reg_success failed; will retry");
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = cancel.cancelled() => {
-                    tracing::info!(msg_id, call_id, "shutting down; reg_success returned to the queue");
-                    return (RegOutcome::Error, Disposition::Requeue);
-                }
+            Offer::Parked => (RegOutcome::Parked, Disposition::Ack),
+            Offer::Full => {
+                tracing::warn!(
+                    msg_id = ids_of(reg).0,
+                    "registration lot full; reg_success settled without update"
+                );
+                (RegOutcome::Shed, Disposition::Ack)
             }
-            attempt += 1;
         }
     }
 
-    async fn once(&self, reg: &RegSuccess) -> Result<RegOutcome, AttemptError> {
-        let cfg = self
-            .config
-            .borrow()
-            .clone()
-            .ok_or(AttemptError::ConfigNotLoaded)?;
+    /// Writes parked registrations as slots and devices become free, until `stop`.
+    pub async fn drain(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            while let Some((claim, job)) = self.lot.next_ready() {
+                let me = self.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let (outcome, _) = me.write(&job, &stop).await;
+                    drop(claim);
+                    me.state.metrics.reg_success.inc(&[outcome.as_str()]);
+                    tracing::debug!(
+                        msg_id = job.ids.0,
+                        device_id = job.device_id,
+                        outcome = outcome.as_str(),
+                        "parked registration written"
+                    );
+                });
+            }
+            tokio::select! {
+                () = self.lot.changed() => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// The config snapshot, waiting (within the retry budget) for the first load.
+    async fn config_within(&self, cancel: &CancellationToken) -> Option<Arc<PusherConfig>> {
+        let mut rx = self.config.clone();
+        let loaded = async { rx.wait_for(Option::is_some).await.ok()?.clone() };
+        tokio::select! {
+            c = tokio::time::timeout(self.retry_budget, loaded) => c.ok().flatten(),
+            () = cancel.cancelled() => None,
+        }
+    }
+
+    /// Decides (core) and answers from the device cache what needs no write.
+    async fn plan(
+        &self,
+        reg: &RegSuccess,
+        cfg: &PusherConfig,
+        ids: (String, String),
+    ) -> Result<Job, RegOutcome> {
         let (decision, warnings) = reg_success::decide(reg, &cfg.rules, cfg.rfc8599);
-        let msg_id = reg.msg_id.as_deref().unwrap_or("");
-        let call_id = reg.call_id.as_deref().unwrap_or("");
+        let (msg_id, call_id) = (ids.0.as_str(), ids.1.as_str());
         for w in &warnings {
             tracing::warn!(msg_id, call_id, "reg_success: {w}");
         }
         let (account_db, device_id, update) = match decision {
-            RegDecision::NoUserAgentRule => return Ok(RegOutcome::NoRule),
+            RegDecision::NoUserAgentRule => return Err(RegOutcome::NoRule),
             RegDecision::NoContact(reason) => {
                 // A rule matched, so this device should be pushable: say why it is not.
                 tracing::warn!(msg_id, call_id, reason = %short(&reason, 200),
                     "reg_success: Contact unusable; push object not updated");
-                return Ok(RegOutcome::NoToken);
+                return Err(RegOutcome::NoToken);
             }
-            RegDecision::NoToken { .. } => return Ok(RegOutcome::NoToken),
+            RegDecision::NoToken { .. } => return Err(RegOutcome::NoToken),
             RegDecision::MissingIds => {
                 tracing::warn!(
                     msg_id,
                     call_id,
                     "reg_success: a rule matched but Account-ID/Authorizing-ID are missing or unusable; settled"
                 );
-                return Ok(RegOutcome::MissingIds);
+                return Err(RegOutcome::MissingIds);
             }
             RegDecision::Update {
                 account_db,
@@ -207,12 +279,74 @@ impl Registrar {
             if let PushUpdate::Set(push) = &update {
                 self.tokens.record(push, &account_db, &device_id).await;
             }
-            return Ok(RegOutcome::Unchanged);
+            return Err(RegOutcome::Unchanged);
         }
+        Ok(Job {
+            ids,
+            account_db,
+            device_id,
+            update,
+            wanted,
+            ticket,
+        })
+    }
+
+    /// Writes one device, retrying transient failures with capped, jittered backoff
+    /// for at most the retry budget; `cancel` gives the delivery back (`Requeue`).
+    async fn write(&self, job: &Job, cancel: &CancellationToken) -> (RegOutcome, Disposition) {
+        let (msg_id, call_id) = (job.ids.0.as_str(), job.ids.1.as_str());
+        let started = Instant::now();
+        let mut attempt = 1u32;
+        loop {
+            let result = tokio::select! {
+                r = self.write_once(job) => r,
+                () = cancel.cancelled() => {
+                    tracing::info!(msg_id, call_id, "interrupted; reg_success returned to the queue");
+                    return (RegOutcome::Error, Disposition::Requeue);
+                }
+            };
+            let e = match result {
+                Ok(outcome) => return (outcome, Disposition::Ack),
+                Err(e) if e.is_transient() => e,
+                Err(e) => {
+                    tracing::error!(msg_id, call_id, error.message = %e, "reg_success failed; settled");
+                    return (RegOutcome::Error, Disposition::Ack);
+                }
+            };
+            let delay = retry_delay(attempt, None, RETRY_BASE, RETRY_CAP, rand::rng().random());
+            let elapsed = started.elapsed();
+            if elapsed + delay > self.retry_budget {
+                tracing::error!(msg_id, call_id, attempt, error.message = %e,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "reg_success failed for longer than the retry budget; settled without update");
+                return (RegOutcome::Error, Disposition::Ack);
+            }
+            tracing::warn!(msg_id, call_id, attempt, error.message = %e,
+                retry_in_ms = delay.as_millis() as u64, "reg_success failed; will retry");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = cancel.cancelled() => {
+                    tracing::info!(msg_id, call_id, "interrupted; reg_success returned to the queue");
+                    return (RegOutcome::Error, Disposition::Requeue);
+                }
+            }
+            attempt += 1;
+        }
+    }
+
+    async fn write_once(&self, job: &Job) -> Result<RegOutcome, couch::Error> {
+        let Job {
+            account_db,
+            device_id,
+            update,
+            wanted,
+            ticket,
+            ..
+        } = job;
         let outcome = self
             .couch
-            .update_doc(&account_db, &device_id, MAX_CONFLICTS, |doc| {
-                reg_success::apply_update(doc, &update)
+            .update_doc(account_db, device_id, MAX_CONFLICTS, |doc| {
+                reg_success::apply_update(doc, update)
             })
             .await?;
         let stored_rev = match &outcome {
@@ -222,20 +356,27 @@ impl Registrar {
         };
         if let (Some(ticket), Some(rev)) = (ticket, stored_rev) {
             self.devices
-                .store(&account_db, &device_id, wanted, rev, ticket);
+                .store(account_db, device_id, wanted.clone(), rev, *ticket);
         }
         if let (PushUpdate::Set(push), UpdateOutcome::Updated { .. } | UpdateOutcome::Unchanged) =
-            (&update, &outcome)
+            (update, &outcome)
         {
-            self.tokens.record(push, &account_db, &device_id).await;
+            self.tokens.record(push, account_db, device_id).await;
         }
-        Ok(match (outcome, &update) {
+        Ok(match (outcome, update) {
             (UpdateOutcome::NotFound, _) => RegOutcome::DeviceNotFound,
             (UpdateOutcome::Unchanged, _) => RegOutcome::Unchanged,
             (UpdateOutcome::Updated { .. }, PushUpdate::Set(_)) => RegOutcome::Updated,
             (UpdateOutcome::Updated { .. }, PushUpdate::Remove) => RegOutcome::Removed,
         })
     }
+}
+
+fn ids_of(reg: &RegSuccess) -> (&str, &str) {
+    (
+        reg.msg_id.as_deref().unwrap_or(""),
+        reg.call_id.as_deref().unwrap_or(""),
+    )
 }
 
 fn log_outcome(reg: &RegSuccess, outcome: RegOutcome) {
