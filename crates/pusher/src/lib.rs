@@ -124,9 +124,11 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     };
     tracing::info!(settings = ?settings, http = ?http_addr, "pusherd starting");
     let parked = registrar.clone();
+    let grace = settings.shutdown_grace;
     let handle = tokio::spawn(async move {
         consumer::supervise(consumer_settings, dispatcher, state, shutdown).await;
-        let left = parked.parked();
+        // Parked registrations were acked: give them the grace period to be written.
+        let left = parked.flush(grace).await;
         if left > 0 {
             tracing::warn!(
                 left,

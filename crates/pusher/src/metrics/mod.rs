@@ -31,6 +31,10 @@ pub struct Metrics {
     pub messages_in_flight: AtomicI64,
     /// `pusher_reg_success_total{outcome}`.
     pub reg_success: CounterVec,
+    /// `pusher_parked_registrations_total{outcome}`: how each registration that was
+    /// parked (acked before it was written) ended: its write's outcome, `superseded` by
+    /// a newer registration of the device, or `lost_at_exit`.
+    pub parked_registrations: CounterVec,
     /// `pusher_device_cache_total{result}`: `reg_success` answered from the device cache
     /// (`hit`) or from CouchDB (`miss`).
     pub device_cache: CounterVec,
@@ -146,6 +150,13 @@ impl Metrics {
             "reg_success messages, by outcome.",
             &["outcome"],
             &self.reg_success,
+        );
+        counters(
+            &mut out,
+            "pusher_parked_registrations_total",
+            "Parked reg_success (acked, written later), by how they ended.",
+            &["outcome"],
+            &self.parked_registrations,
         );
         counters(
             &mut out,

@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 /// Most devices parked at once.
 pub const MAX_PARKED: usize = 50_000;
@@ -28,7 +28,8 @@ pub type DeviceKey = (String, String);
 pub struct Lot<J> {
     slots: Arc<Semaphore>,
     inner: Arc<Mutex<Inner<J>>>,
-    wake: Arc<Notify>,
+    /// Bumped whenever a slot or a device may have become free, or work was parked.
+    wake: Arc<watch::Sender<u64>>,
 }
 
 #[derive(Debug)]
@@ -46,13 +47,13 @@ pub struct Claim<J> {
     key: DeviceKey,
     _slot: OwnedSemaphorePermit,
     inner: Arc<Mutex<Inner<J>>>,
-    wake: Arc<Notify>,
+    wake: Arc<watch::Sender<u64>>,
 }
 
 impl<J> Drop for Claim<J> {
     fn drop(&mut self) {
         lock(&self.inner).busy.remove(&self.key);
-        self.wake.notify_one();
+        bump(&self.wake);
     }
 }
 
@@ -63,12 +64,16 @@ pub enum Offer<J> {
     Now(Claim<J>, J),
     /// Parked: the drainer writes it (or a newer one of the device) later.
     Parked,
-    /// The lot is full: settle without update.
-    Full,
+    /// The lot is full: settle without update (the job, handed back).
+    Full(J),
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn bump(wake: &watch::Sender<u64>) {
+    wake.send_modify(|v| *v = v.wrapping_add(1));
 }
 
 impl<J> Lot<J> {
@@ -81,31 +86,33 @@ impl<J> Lot<J> {
                 parked: HashMap::new(),
                 order: VecDeque::new(),
             })),
-            wake: Arc::new(Notify::new()),
+            wake: Arc::new(watch::Sender::new(0)),
         }
     }
 
-    /// Offers the newest registration of `key`: a claim to write it now, or parked.
-    pub fn offer(&self, key: DeviceKey, job: J) -> Offer<J> {
+    /// Offers the newest registration of `key`: a claim to write it now, parked, or
+    /// refused. The second value is the older parked registration of the same device
+    /// that this one supersedes, if any (it will never be written).
+    pub fn offer(&self, key: DeviceKey, job: J) -> (Offer<J>, Option<J>) {
         let mut inner = lock(&self.inner);
         if !inner.busy.contains(&key)
             && let Ok(slot) = self.slots.clone().try_acquire_owned()
         {
             // Newer than anything parked for this device.
-            inner.parked.remove(&key);
+            let superseded = inner.parked.remove(&key);
             inner.busy.insert(key.clone());
-            return Offer::Now(self.claim(key, slot), job);
+            return (Offer::Now(self.claim(key, slot), job), superseded);
         }
         if !inner.parked.contains_key(&key) {
             if inner.parked.len() >= MAX_PARKED {
-                return Offer::Full;
+                return (Offer::Full(job), None);
             }
             inner.order.push_back(key.clone());
         }
-        inner.parked.insert(key, job);
+        let superseded = inner.parked.insert(key, job);
         drop(inner);
-        self.wake.notify_one();
-        Offer::Parked
+        bump(&self.wake);
+        (Offer::Parked, superseded)
     }
 
     /// The oldest parked job whose device is idle, with its claim, if a slot is free.
@@ -117,26 +124,39 @@ impl<J> Lot<J> {
             parked,
             order,
         } = &mut *inner;
-        let at = order
-            .iter()
-            .position(|k| parked.contains_key(k) && !busy.contains(k))?;
-        let key = order.remove(at)?;
-        let job = parked.remove(&key)?;
         // Drop keys that were taken by a direct write meanwhile.
         order.retain(|k| parked.contains_key(k));
+        let at = order.iter().position(|k| !busy.contains(k))?;
+        let key = order.remove(at)?;
+        let job = parked.remove(&key)?;
         busy.insert(key.clone());
         drop(inner);
         Some((self.claim(key, slot), job))
     }
 
-    /// Resolves when a slot or a device may have become free, or work was parked.
-    pub async fn changed(&self) {
-        self.wake.notified().await;
+    /// A receiver that sees a change whenever a slot or a device may have become free,
+    /// or work was parked. Mark it seen *before* looking at the lot, so no wake-up is
+    /// lost between the look and the wait.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.wake.subscribe()
     }
 
     /// Devices waiting in the lot.
     pub fn parked(&self) -> usize {
         lock(&self.inner).parked.len()
+    }
+
+    /// Nothing parked and nothing being written.
+    pub fn is_idle(&self) -> bool {
+        let inner = lock(&self.inner);
+        inner.parked.is_empty() && inner.busy.is_empty()
+    }
+
+    /// Empties the lot (at exit), handing back what was never written.
+    pub fn take_all(&self) -> Vec<J> {
+        let mut inner = lock(&self.inner);
+        inner.order.clear();
+        inner.parked.drain().map(|(_, j)| j).collect()
     }
 
     fn claim(&self, key: DeviceKey, slot: OwnedSemaphorePermit) -> Claim<J> {
@@ -160,11 +180,11 @@ mod tests {
     #[test]
     fn writes_at_once_while_slots_last_then_parks() {
         let lot = Lot::new(1);
-        let Offer::Now(claim, _) = lot.offer(key("a"), 1) else {
+        let Offer::Now(claim, _) = lot.offer(key("a"), 1).0 else {
             panic!("first write runs at once");
         };
         assert!(
-            matches!(lot.offer(key("b"), 2), Offer::Parked),
+            matches!(lot.offer(key("b"), 2).0, Offer::Parked),
             "no slot left"
         );
         assert!(lot.next_ready().is_none(), "the slot is still taken");
@@ -177,12 +197,12 @@ mod tests {
     #[test]
     fn one_device_is_written_in_order_and_the_newest_wins() {
         let lot = Lot::new(4);
-        let Offer::Now(first, _) = lot.offer(key("a"), 1) else {
+        let Offer::Now(first, _) = lot.offer(key("a"), 1).0 else {
             panic!("at once");
         };
-        assert!(matches!(lot.offer(key("a"), 2), Offer::Parked), "a is busy");
+        assert!(matches!(lot.offer(key("a"), 2).0, Offer::Parked), "a is busy");
         assert!(
-            matches!(lot.offer(key("a"), 3), Offer::Parked),
+            matches!(lot.offer(key("a"), 3), (Offer::Parked, Some(2))),
             "replaces 2"
         );
         assert_eq!(lot.parked(), 1);
@@ -195,13 +215,13 @@ mod tests {
     #[test]
     fn a_direct_write_supersedes_the_parked_registration_of_its_device() {
         let lot = Lot::new(1);
-        let Offer::Now(other, _) = lot.offer(key("x"), 0) else {
+        let Offer::Now(other, _) = lot.offer(key("x"), 0).0 else {
             panic!("at once");
         };
-        assert!(matches!(lot.offer(key("a"), 1), Offer::Parked));
+        assert!(matches!(lot.offer(key("a"), 1).0, Offer::Parked));
         drop(other);
-        let Offer::Now(_c, _) = lot.offer(key("a"), 2) else {
-            panic!("slot free and a idle: written at once");
+        let (Offer::Now(_c, _), Some(1)) = lot.offer(key("a"), 2) else {
+            panic!("slot free and a idle: written at once, superseding the parked 1");
         };
         assert_eq!(lot.parked(), 0, "the older parked one is gone");
         assert!(lot.next_ready().is_none());
@@ -210,16 +230,37 @@ mod tests {
     #[test]
     fn a_full_lot_refuses() {
         let lot = Lot::new(1);
-        let Offer::Now(_c, _) = lot.offer(key("busy"), 0) else {
+        let Offer::Now(_c, _) = lot.offer(key("busy"), 0).0 else {
             panic!("at once");
         };
         for i in 0..MAX_PARKED {
-            assert!(matches!(lot.offer(key(&i.to_string()), 0), Offer::Parked));
+            assert!(matches!(lot.offer(key(&i.to_string()), 0).0, Offer::Parked));
         }
-        assert!(matches!(lot.offer(key("one more"), 0), Offer::Full));
+        assert!(matches!(lot.offer(key("one more"), 0).0, Offer::Full(0)));
         assert!(
-            matches!(lot.offer(key("0"), 1), Offer::Parked),
+            matches!(lot.offer(key("0"), 1), (Offer::Parked, Some(0))),
             "a device already parked is still replaced"
         );
+    }
+
+    #[test]
+    fn a_watcher_marked_seen_before_looking_never_misses_a_wake_up() {
+        let lot = Lot::new(1);
+        let mut rx = lot.watch();
+        rx.borrow_and_update();
+        let Offer::Now(claim, _) = lot.offer(key("a"), 1).0 else {
+            panic!("at once");
+        };
+        assert!(!rx.has_changed().unwrap(), "a write at once wakes nobody");
+        assert!(matches!(lot.offer(key("b"), 2).0, Offer::Parked));
+        assert!(rx.has_changed().unwrap(), "parking wakes the drainer");
+        rx.borrow_and_update();
+        assert!(!lot.is_idle());
+        drop(claim);
+        assert!(rx.has_changed().unwrap(), "a freed slot wakes the drainer");
+        let (claim, _) = lot.next_ready().expect("b");
+        drop(claim);
+        assert!(lot.is_idle());
+        assert!(lot.take_all().is_empty());
     }
 }

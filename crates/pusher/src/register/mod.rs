@@ -82,17 +82,43 @@ impl RegOutcome {
     }
 }
 
+/// Who a registration is, for its log lines (wherever it ends: at once or drained).
+#[derive(Debug, Clone)]
+struct Who {
+    msg_id: String,
+    call_id: String,
+    account_id: String,
+    device_id: String,
+    user_agent: String,
+}
+
+impl Who {
+    fn of(reg: &RegSuccess) -> Self {
+        let s = |v: &Option<String>, max| short(v.as_deref().unwrap_or(""), max);
+        Who {
+            msg_id: s(&reg.msg_id, 64),
+            call_id: s(&reg.call_id, 128),
+            account_id: s(&reg.account_id, 64),
+            device_id: s(&reg.authorizing_id, 64),
+            user_agent: s(&reg.user_agent, 80),
+        }
+    }
+}
+
 /// A decided registration that must write its device document.
 #[derive(Debug)]
 pub struct Job {
-    /// The registration's `Msg-ID` and `Call-ID`, for logs.
-    ids: (String, String),
+    who: Who,
     account_db: String,
     device_id: String,
     update: PushUpdate,
     wanted: CachedPush,
     ticket: Option<Ticket>,
 }
+
+/// A write stopped by its cancellation token before it was done.
+#[derive(Debug)]
+struct Interrupted;
 
 /// What a [`Registrar`] works with.
 #[derive(Debug)]
@@ -153,68 +179,122 @@ impl Registrar {
         reg: &RegSuccess,
         cancel: &CancellationToken,
     ) -> (RegOutcome, Disposition) {
-        let ids = (ids_of(reg).0.to_string(), ids_of(reg).1.to_string());
+        let who = Who::of(reg);
         let Some(cfg) = self.config_within(cancel).await else {
             if cancel.is_cancelled() {
+                tracing::info!(msg_id = who.msg_id, call_id = who.call_id,
+                    "interrupted; reg_success returned to the queue");
                 return (RegOutcome::Error, Disposition::Requeue);
             }
             tracing::error!(
-                msg_id = ids.0,
-                call_id = ids.1,
+                msg_id = who.msg_id,
+                call_id = who.call_id,
                 "system_config/pusher not loaded within the retry budget; reg_success settled without update"
             );
             return (RegOutcome::Error, Disposition::Ack);
         };
-        let job = match self.plan(reg, &cfg, ids).await {
+        let job = match self.plan(reg, &cfg, who).await {
             Ok(job) => job,
-            Err(outcome) => {
-                log_outcome(reg, outcome);
+            Err((who, outcome)) => {
+                log_outcome(&who, outcome);
                 return (outcome, Disposition::Ack);
             }
         };
         let key = (job.account_db.clone(), job.device_id.clone());
-        match self.lot.offer(key, job) {
+        let who = job.who.clone();
+        let (offer, superseded) = self.lot.offer(key, job);
+        if let Some(old) = superseded {
+            self.parked_done(&old.who, "superseded");
+        }
+        match offer {
             Offer::Now(claim, job) => {
-                let (outcome, disposition) = self.write(&job, cancel).await;
+                let written = self.write(&job, cancel).await;
                 drop(claim);
-                if disposition == Disposition::Ack {
-                    log_outcome(reg, outcome);
+                match written {
+                    Ok(outcome) => {
+                        log_outcome(&job.who, outcome);
+                        (outcome, Disposition::Ack)
+                    }
+                    Err(Interrupted) => {
+                        tracing::info!(msg_id = job.who.msg_id, call_id = job.who.call_id,
+                            "interrupted; reg_success returned to the queue");
+                        (RegOutcome::Error, Disposition::Requeue)
+                    }
                 }
-                (outcome, disposition)
             }
-            Offer::Parked => (RegOutcome::Parked, Disposition::Ack),
-            Offer::Full => {
-                tracing::warn!(
-                    msg_id = ids_of(reg).0,
-                    "registration lot full; reg_success settled without update"
-                );
+            Offer::Parked => {
+                tracing::debug!(msg_id = who.msg_id, call_id = who.call_id,
+                    device_id = who.device_id, parked = self.lot.parked(),
+                    "registration slots busy or device being written; reg_success acked and parked");
+                (RegOutcome::Parked, Disposition::Ack)
+            }
+            Offer::Full(job) => {
+                tracing::warn!(msg_id = job.who.msg_id, call_id = job.who.call_id,
+                    device_id = job.who.device_id, parked = lot::MAX_PARKED,
+                    "registration lot full; reg_success settled without update");
                 (RegOutcome::Shed, Disposition::Ack)
             }
         }
     }
 
     /// Writes parked registrations as slots and devices become free, until `stop`.
+    /// Parked registrations were acked when parked: each ends in exactly one
+    /// `pusher_parked_registrations_total{outcome}`.
     pub async fn drain(self: Arc<Self>, stop: CancellationToken) {
+        let mut wake = self.lot.watch();
         loop {
+            wake.borrow_and_update();
             while let Some((claim, job)) = self.lot.next_ready() {
                 let me = self.clone();
                 let stop = stop.clone();
                 tokio::spawn(async move {
-                    let (outcome, _) = me.write(&job, &stop).await;
+                    let written = me.write(&job, &stop).await;
                     drop(claim);
-                    me.state.metrics.reg_success.inc(&[outcome.as_str()]);
-                    tracing::debug!(
-                        msg_id = job.ids.0,
-                        device_id = job.device_id,
-                        outcome = outcome.as_str(),
-                        "parked registration written"
-                    );
+                    match written {
+                        Ok(outcome) => {
+                            log_outcome(&job.who, outcome);
+                            me.parked_done(&job.who, outcome.as_str());
+                        }
+                        Err(Interrupted) => me.parked_done(&job.who, "lost_at_exit"),
+                    }
                 });
             }
             tokio::select! {
-                () = self.lot.changed() => {}
-                () = stop.cancelled() => return,
+                _ = wake.changed() => {}
+                () = stop.cancelled() => break,
             }
+        }
+        for job in self.lot.take_all() {
+            self.parked_done(&job.who, "lost_at_exit");
+        }
+    }
+
+    /// Waits (at most `grace`) until no registration is parked or being written, so a
+    /// shutdown writes what it acked; returns how many are still parked.
+    pub async fn flush(&self, grace: Duration) -> usize {
+        let mut wake = self.lot.watch();
+        let _ = tokio::time::timeout(grace, async {
+            loop {
+                wake.borrow_and_update();
+                if self.lot.is_idle() || wake.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        self.lot.parked()
+    }
+
+    /// The end of a parked registration: counted, and logged when it was not written.
+    fn parked_done(&self, who: &Who, outcome: &str) {
+        self.state.metrics.parked_registrations.inc(&[outcome]);
+        match outcome {
+            "superseded" => tracing::debug!(msg_id = who.msg_id, device_id = who.device_id,
+                "parked reg_success superseded by a newer registration of the device"),
+            "lost_at_exit" => tracing::warn!(msg_id = who.msg_id, call_id = who.call_id,
+                device_id = who.device_id,
+                "parked reg_success not written before exit; the device updates on its next registration"),
+            _ => {}
         }
     }
 
@@ -233,29 +313,29 @@ impl Registrar {
         &self,
         reg: &RegSuccess,
         cfg: &PusherConfig,
-        ids: (String, String),
-    ) -> Result<Job, RegOutcome> {
+        who: Who,
+    ) -> Result<Job, (Who, RegOutcome)> {
         let (decision, warnings) = reg_success::decide(reg, &cfg.rules, cfg.rfc8599);
-        let (msg_id, call_id) = (ids.0.as_str(), ids.1.as_str());
+        let (msg_id, call_id) = (who.msg_id.as_str(), who.call_id.as_str());
         for w in &warnings {
             tracing::warn!(msg_id, call_id, "reg_success: {w}");
         }
         let (account_db, device_id, update) = match decision {
-            RegDecision::NoUserAgentRule => return Err(RegOutcome::NoRule),
+            RegDecision::NoUserAgentRule => return Err((who, RegOutcome::NoRule)),
             RegDecision::NoContact(reason) => {
                 // A rule matched, so this device should be pushable: say why it is not.
                 tracing::warn!(msg_id, call_id, reason = %short(&reason, 200),
                     "reg_success: Contact unusable; push object not updated");
-                return Err(RegOutcome::NoToken);
+                return Err((who, RegOutcome::NoToken));
             }
-            RegDecision::NoToken { .. } => return Err(RegOutcome::NoToken),
+            RegDecision::NoToken { .. } => return Err((who, RegOutcome::NoToken)),
             RegDecision::MissingIds => {
                 tracing::warn!(
                     msg_id,
                     call_id,
                     "reg_success: a rule matched but Account-ID/Authorizing-ID are missing or unusable; settled"
                 );
-                return Err(RegOutcome::MissingIds);
+                return Err((who, RegOutcome::MissingIds));
             }
             RegDecision::Update {
                 account_db,
@@ -279,10 +359,10 @@ impl Registrar {
             if let PushUpdate::Set(push) = &update {
                 self.tokens.record(push, &account_db, &device_id).await;
             }
-            return Err(RegOutcome::Unchanged);
+            return Err((who, RegOutcome::Unchanged));
         }
         Ok(Job {
-            ids,
+            who,
             account_db,
             device_id,
             update,
@@ -292,25 +372,23 @@ impl Registrar {
     }
 
     /// Writes one device, retrying transient failures with capped, jittered backoff
-    /// for at most the retry budget; `cancel` gives the delivery back (`Requeue`).
-    async fn write(&self, job: &Job, cancel: &CancellationToken) -> (RegOutcome, Disposition) {
-        let (msg_id, call_id) = (job.ids.0.as_str(), job.ids.1.as_str());
+    /// for at most the retry budget (then `Error`: settled without update); `cancel`
+    /// interrupts it.
+    async fn write(&self, job: &Job, cancel: &CancellationToken) -> Result<RegOutcome, Interrupted> {
+        let (msg_id, call_id) = (job.who.msg_id.as_str(), job.who.call_id.as_str());
         let started = Instant::now();
         let mut attempt = 1u32;
         loop {
             let result = tokio::select! {
                 r = self.write_once(job) => r,
-                () = cancel.cancelled() => {
-                    tracing::info!(msg_id, call_id, "interrupted; reg_success returned to the queue");
-                    return (RegOutcome::Error, Disposition::Requeue);
-                }
+                () = cancel.cancelled() => return Err(Interrupted),
             };
             let e = match result {
-                Ok(outcome) => return (outcome, Disposition::Ack),
+                Ok(outcome) => return Ok(outcome),
                 Err(e) if e.is_transient() => e,
                 Err(e) => {
                     tracing::error!(msg_id, call_id, error.message = %e, "reg_success failed; settled");
-                    return (RegOutcome::Error, Disposition::Ack);
+                    return Ok(RegOutcome::Error);
                 }
             };
             let delay = retry_delay(attempt, None, RETRY_BASE, RETRY_CAP, rand::rng().random());
@@ -319,16 +397,13 @@ impl Registrar {
                 tracing::error!(msg_id, call_id, attempt, error.message = %e,
                     elapsed_ms = elapsed.as_millis() as u64,
                     "reg_success failed for longer than the retry budget; settled without update");
-                return (RegOutcome::Error, Disposition::Ack);
+                return Ok(RegOutcome::Error);
             }
             tracing::warn!(msg_id, call_id, attempt, error.message = %e,
                 retry_in_ms = delay.as_millis() as u64, "reg_success failed; will retry");
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                () = cancel.cancelled() => {
-                    tracing::info!(msg_id, call_id, "interrupted; reg_success returned to the queue");
-                    return (RegOutcome::Error, Disposition::Requeue);
-                }
+                () = cancel.cancelled() => return Err(Interrupted),
             }
             attempt += 1;
         }
@@ -372,21 +447,17 @@ impl Registrar {
     }
 }
 
-fn ids_of(reg: &RegSuccess) -> (&str, &str) {
-    (
-        reg.msg_id.as_deref().unwrap_or(""),
-        reg.call_id.as_deref().unwrap_or(""),
-    )
-}
-
-fn log_outcome(reg: &RegSuccess, outcome: RegOutcome) {
-    let msg_id = reg.msg_id.as_deref().unwrap_or("");
-    let call_id = reg.call_id.as_deref().unwrap_or("");
-    let device_id = reg.authorizing_id.as_deref().unwrap_or("");
-    let ua = short(reg.user_agent.as_deref().unwrap_or(""), 80);
+fn log_outcome(who: &Who, outcome: RegOutcome) {
+    let Who {
+        msg_id,
+        call_id,
+        account_id,
+        device_id,
+        user_agent,
+    } = who;
     match outcome {
         RegOutcome::Updated | RegOutcome::Removed => {
-            tracing::info!(msg_id, call_id, device_id, user_agent = %ua, outcome = outcome.as_str(),
+            tracing::info!(msg_id, call_id, device_id, user_agent, outcome = outcome.as_str(),
                 "device push object written")
         }
         RegOutcome::DeviceNotFound => {
@@ -394,11 +465,11 @@ fn log_outcome(reg: &RegSuccess, outcome: RegOutcome) {
                 msg_id,
                 call_id,
                 device_id,
-                account_id = reg.account_id.as_deref().unwrap_or(""),
+                account_id,
                 "device document or account database not found; settled"
             )
         }
-        _ => tracing::debug!(msg_id, call_id, device_id, user_agent = %ua,
+        _ => tracing::debug!(msg_id, call_id, device_id, user_agent,
             outcome = outcome.as_str(), "reg_success handled"),
     }
 }
