@@ -30,6 +30,7 @@ pub mod kapps_config;
 pub mod kazoo_ini;
 pub mod outcome;
 pub mod push_req;
+pub mod redelivery;
 pub mod reg_success;
 pub mod secret;
 pub mod ua_rules;

@@ -214,6 +214,17 @@ pub fn valid_token_app(app: &str) -> bool {
             .any(|c| c == '/' || c.is_whitespace() || c.is_control())
 }
 
+/// When the requester says it sent the request: `Payload.utc_unix_timestamp_ms` as it came
+/// (a digit string, as Kazoo writes it, or a JSON integer), before [`PushReq::from_json`]
+/// adds one of its own. Kamailio sends none.
+pub fn requester_timestamp_ms(body: &Value) -> Option<u64> {
+    match body.get("Payload")?.get(TIMESTAMP_KEY)? {
+        Value::String(s) => s.trim().parse().ok(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
+
 /// Field a requester adds to a `push_req` to get the verdict back (`pusherctl … push`):
 /// the name of its own reply queue. Kamailio never sends it, so Kamailio's queues never
 /// receive unsolicited replies; Kamailio's own `Server-ID` is deliberately not used.
@@ -528,6 +539,26 @@ mod tests {
         for bad in [json!(""), json!(7), json!("a\nb"), json!("q".repeat(256))] {
             assert_eq!(Echo::of(&json!({ "Pusher-Reply-To": bad })).reply_to, None);
         }
+    }
+
+    #[test]
+    fn requester_timestamp_is_read_before_one_is_added() {
+        assert_eq!(
+            requester_timestamp_ms(&fixture_body()),
+            None,
+            "Kamailio sends none"
+        );
+        let stamped = |ts: Value| json!({"Payload": {"utc_unix_timestamp_ms": ts}});
+        assert_eq!(
+            requester_timestamp_ms(&stamped(json!("1717000000000"))),
+            Some(1_717_000_000_000)
+        );
+        assert_eq!(
+            requester_timestamp_ms(&stamped(json!(1_717_000_000_000u64))),
+            Some(1_717_000_000_000)
+        );
+        assert_eq!(requester_timestamp_ms(&stamped(json!("soon"))), None);
+        assert_eq!(requester_timestamp_ms(&stamped(json!(-5))), None);
     }
 
     #[test]

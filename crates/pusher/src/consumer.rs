@@ -194,10 +194,14 @@ async fn handle(
 ) {
     let m = &state.metrics;
     m.messages_in_flight.fetch_add(1, Ordering::Relaxed);
+    let first_seen_ms = delivery
+        .int_header(pusher_core::redelivery::FIRST_SEEN_HEADER)
+        .and_then(|ms| u64::try_from(ms).ok());
     let Delivery {
         routing_key,
         content_type,
         content_encoding,
+        redelivered,
         data,
         settle,
         ..
@@ -206,6 +210,8 @@ async fn handle(
         content_type,
         content_encoding,
         routing_key,
+        redelivered,
+        first_seen_ms,
         data,
     };
     let handled = dispatcher.process(&msg, work).await;

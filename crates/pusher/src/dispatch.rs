@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use pusher_core::envelope::{self, Event};
 use pusher_core::push_req::{self, Echo, PushReq, PushVerdict};
+use pusher_core::redelivery::Arrival;
 use pusher_core::reg_success::RegSuccess;
 use pusher_io::amqp::{self, DecodeError};
 use serde_json::Value;
@@ -69,6 +70,10 @@ pub struct Incoming {
     pub content_encoding: Option<String>,
     /// Routing key (for logs).
     pub routing_key: String,
+    /// The broker's `redelivered` flag.
+    pub redelivered: bool,
+    /// Header `x-pusher-first-seen-ms`: when a pusher first saw this message (Unix ms).
+    pub first_seen_ms: Option<u64>,
     /// Raw body.
     pub data: Vec<u8>,
 }
@@ -89,8 +94,9 @@ pub struct Unusable {
 pub enum Message {
     /// `directory` / `reg_success`, parsed (or why it is unusable).
     RegSuccess(Result<RegSuccess, Unusable>),
-    /// `notification` / `push_req`: its envelope, and the request (or why unusable).
-    PushReq(Echo, Result<Box<PushReq>, String>),
+    /// `notification` / `push_req`: its envelope, the requester's own timestamp (Unix
+    /// ms), and the request (or why unusable).
+    PushReq(Echo, Option<u64>, Result<Box<PushReq>, String>),
     /// Another event (logged and settled).
     Other {
         /// `Event-Category`.
@@ -117,6 +123,7 @@ impl Message {
             }
             Event::PushReq => Message::PushReq(
                 Echo::of(&body),
+                push_req::requester_timestamp_ms(&body),
                 PushReq::from_json(&body, crate::clock::unix_ms())
                     .map(Box::new)
                     .map_err(|e| e.to_string()),
@@ -187,11 +194,16 @@ impl Dispatcher {
                 m.reg_success.inc(&[outcome.as_str()]);
                 disposition.into()
             }
-            Message::PushReq(echo, req) => {
+            Message::PushReq(echo, stamped, req) => {
                 m.consumed.inc(&["push_req"]);
+                let arrival = Arrival {
+                    received,
+                    redelivered: msg.redelivered,
+                    stamped_ms: [stamped, msg.first_seen_ms].into_iter().flatten().min(),
+                };
                 let (outcome, provider) = match req {
                     Ok(req) => (
-                        self.pusher.push(&req, received, cancel).await,
+                        self.pusher.push(&req, arrival, cancel).await,
                         provider_label(req.provider()),
                     ),
                     Err(e) => (self.unusable_push(&echo, e, received), ""),
@@ -298,7 +310,7 @@ mod tests {
     fn decode_classifies_once_and_keeps_the_envelope_of_unusable_pushes() {
         let body = json!({"Event-Category": "notification", "Event-Name": "push_req",
             "Msg-ID": "m1", "Pusher-Reply-To": "q1"});
-        let Message::PushReq(echo, req) = Message::decode(body) else {
+        let Message::PushReq(echo, _, req) = Message::decode(body) else {
             panic!("a push_req");
         };
         assert_eq!(echo.msg_id.as_deref(), Some("m1"));

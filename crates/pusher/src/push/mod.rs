@@ -11,8 +11,12 @@
 //!
 //! Everything from the wait for the first config load to the last retry runs inside
 //! one `timeout` measured from AMQP delivery: the verdict is `timeout` at the deadline,
-//! never later, whatever step was waiting. Semaphores bound the in-flight pushes per
-//! credential and in total, so one slow app cannot take every slot.
+//! never later, whatever step was waiting. The deadline counts from the request's
+//! origin: its arrival, or earlier evidence ([`pusher_core::redelivery`]: a first
+//! sighting here, a stamp it carries). A copy that comes back after its deadline is not
+//! sent (`expired`), nor a redelivered copy of one already answered (`duplicate`).
+//! Semaphores bound the in-flight pushes per credential and in total, so one slow app
+//! cannot take every slot.
 
 pub mod attempt;
 pub mod clients;
@@ -24,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use pusher_core::app_config::{AppConfig, Credentials};
 use pusher_core::push_req::PushReq;
+use pusher_core::redelivery::{self, Arrival, Seen, Sighting};
 use pusher_core::{apns as core_apns, fcm as core_fcm};
 use pusher_io::couch::CouchClient;
 use tokio::sync::Semaphore;
@@ -83,6 +88,7 @@ pub struct Pusher {
     tokens: Arc<TokenIndex>,
     state: Arc<State>,
     total: Arc<Semaphore>,
+    seen: Seen,
 }
 
 impl Pusher {
@@ -104,6 +110,7 @@ impl Pusher {
             settings,
             tokens,
             state,
+            seen: Seen::default(),
         }
     }
 
@@ -112,14 +119,16 @@ impl Pusher {
         &self.clients
     }
 
-    /// Handles one parsed `push_req` that reached us at `received`. `cancel` ends it
+    /// Handles one parsed `push_req` that reached us as `arrival`. `cancel` ends it
     /// early (shutdown, or the AMQP session it came from ended): outcome `failed`.
     pub async fn push(
         &self,
         req: &PushReq,
-        received: Instant,
+        arrival: Arrival,
         cancel: &CancellationToken,
     ) -> PushOutcome {
+        let received = arrival.received;
+        let key = redelivery::key(req.msg_id.as_deref(), req.call_id.as_deref(), &req.token_id);
         let span = tracing::info_span!("push",
             call_id = %req.call_id.as_deref().unwrap_or(""),
             msg_id = %req.msg_id.as_deref().unwrap_or(""),
@@ -129,9 +138,12 @@ impl Pusher {
         let work = async move {
             metrics.pushes_in_flight.fetch_add(1, Ordering::Relaxed);
             let (outcome, configured) = tokio::select! {
-                done = self.run(req, received) => done,
+                done = self.run(req, &key, arrival) => done,
                 () = cancel.cancelled() => (PushOutcome::Failed("shutting down".into()), true),
             };
+            if outcome.is_final() {
+                self.seen.done(&key);
+            }
             metrics.pushes_in_flight.fetch_sub(1, Ordering::Relaxed);
             let provider = if outcome.reached_provider() {
                 provider_label(req.provider())
@@ -150,11 +162,29 @@ impl Pusher {
         tracing::Instrument::instrument(work, span).await
     }
 
-    /// The whole push under its deadline; also says whether the app has its own scope
-    /// in the config (metric label).
-    async fn run(&self, req: &PushReq, received: Instant) -> (PushOutcome, bool) {
+    /// The whole push under its deadline, counted from the request's origin (see
+    /// [`pusher_core::redelivery`]); also says whether the app has its own scope in the
+    /// config (metric label).
+    async fn run(&self, req: &PushReq, key: &str, arrival: Arrival) -> (PushOutcome, bool) {
+        let origin = match self
+            .seen
+            .sight(key, &arrival, Instant::now(), crate::clock::unix_ms())
+        {
+            Sighting::Done => return (PushOutcome::Duplicate, true),
+            Sighting::Pending {
+                origin,
+                unknown_age,
+            } => {
+                if unknown_age {
+                    tracing::info!(
+                        "redelivered push_req never seen here and without a timestamp; its deadline counts from now"
+                    );
+                }
+                origin
+            }
+        };
         let Some(cfg) = self
-            .config_by(received + CONFIG_WAIT.min(self.settings.deadline))
+            .config_by(origin + CONFIG_WAIT.min(self.settings.deadline))
             .await
         else {
             tracing::error!("system_config/pusher could not be loaded; push_req dropped");
@@ -166,8 +196,16 @@ impl Pusher {
             return (PushOutcome::Disabled, configured);
         }
         let deadline = app.deadline_or(self.settings.deadline);
-        let at = tokio::time::Instant::from_std(received + deadline);
-        let outcome = tokio::time::timeout_at(at, self.deliver(&app, req, received, deadline))
+        if redelivery::expired(origin, deadline, Instant::now()) {
+            let why = format!(
+                "made {} ms ago, past its {} ms deadline",
+                origin.elapsed().as_millis(),
+                deadline.as_millis()
+            );
+            return (PushOutcome::Expired(why), configured);
+        }
+        let at = tokio::time::Instant::from_std(origin + deadline);
+        let outcome = tokio::time::timeout_at(at, self.deliver(&app, req, origin, deadline))
             .await
             .unwrap_or_else(|_| {
                 PushOutcome::TimedOut(format!("deadline of {} ms reached", deadline.as_millis()))

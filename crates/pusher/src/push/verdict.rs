@@ -27,6 +27,10 @@ pub enum PushOutcome {
     Disabled,
     /// Not delivered within the push deadline.
     TimedOut(String),
+    /// Not sent: the request came (back) after its deadline, so the call is over.
+    Expired(String),
+    /// Not sent: this process already gave the same request a verdict.
+    Duplicate,
     /// Not attempted to the end: shutting down, or the config could not be loaded.
     Failed(String),
 }
@@ -42,6 +46,8 @@ impl PushOutcome {
             PushOutcome::Rejected(_) => "rejected",
             PushOutcome::Disabled => "disabled",
             PushOutcome::TimedOut(_) => "timeout",
+            PushOutcome::Expired(_) => "expired",
+            PushOutcome::Duplicate => "duplicate",
             PushOutcome::Failed(_) => "failed",
         }
     }
@@ -59,21 +65,32 @@ impl PushOutcome {
     /// The reason, or `""` (delivered, disabled).
     pub fn reason(&self) -> &str {
         match self {
-            PushOutcome::Delivered | PushOutcome::Disabled => "",
+            PushOutcome::Delivered | PushOutcome::Disabled | PushOutcome::Duplicate => "",
             PushOutcome::DeadToken { reason, .. } => reason,
             PushOutcome::Dropped(r)
             | PushOutcome::NoCredentials(r)
             | PushOutcome::Rejected(r)
             | PushOutcome::TimedOut(r)
+            | PushOutcome::Expired(r)
             | PushOutcome::Failed(r) => r,
         }
+    }
+
+    /// Whether this is the request's last word here: a redelivered copy is then not sent
+    /// again. Only an interrupted push (`failed`) may be tried once more.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, PushOutcome::Failed(_))
     }
 
     /// Whether a provider was asked (metrics label the provider only then).
     pub fn reached_provider(&self) -> bool {
         !matches!(
             self,
-            PushOutcome::Dropped(_) | PushOutcome::NoCredentials(_) | PushOutcome::Disabled
+            PushOutcome::Dropped(_)
+                | PushOutcome::NoCredentials(_)
+                | PushOutcome::Disabled
+                | PushOutcome::Expired(_)
+                | PushOutcome::Duplicate
         )
     }
 
@@ -98,6 +115,12 @@ impl PushOutcome {
             }
             PushOutcome::Disabled => {
                 tracing::info!("app disabled for this push type; not sent")
+            }
+            PushOutcome::Expired(why) => {
+                tracing::warn!(reason = %why, "push_req arrived after its deadline; not sent (the call is over)")
+            }
+            PushOutcome::Duplicate => {
+                tracing::info!("push_req already handled by this pusherd; not sent again")
             }
             PushOutcome::Failed(why) => {
                 tracing::error!(elapsed_ms, reason = %why, "push not completed")
