@@ -10,6 +10,7 @@ mod hostile;
 mod kamailio;
 mod lifecycle;
 mod push;
+mod redelivery;
 mod reg_success;
 mod schemas;
 mod settings_cli;

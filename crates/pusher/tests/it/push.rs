@@ -12,7 +12,7 @@ use crate::helpers::{World, fixture_bodies, rand_hex, set_config};
 use crate::helpers::{apns_mock, pki};
 
 /// A world whose service trusts the mock CA and sends FCM to `fcm_url`.
-async fn world(fcm_url: Option<String>) -> World {
+pub(crate) async fn world(fcm_url: Option<String>) -> World {
     let mut w = World::new().await;
     w.trust_mock_ca();
     if let Some(url) = fcm_url {
@@ -21,12 +21,12 @@ async fn world(fcm_url: Option<String>) -> World {
     w
 }
 
-fn app_id(tag: &str) -> String {
+pub(crate) fn app_id(tag: &str) -> String {
     format!("org.it{}.{tag}", rand_hex(6))
 }
 
 /// Kamailio's push_req (the captured one) for `app`/`token`.
-fn push_req(app: &str, token_type: &str, token: &str) -> Value {
+pub(crate) fn push_req(app: &str, token_type: &str, token: &str) -> Value {
     let mut body = fixture_bodies("push_req")[0].clone();
     body["Token-App"] = json!(app);
     body["Token-Type"] = json!(token_type);
@@ -44,7 +44,7 @@ async fn publish_push(w: &World, body: &Value) {
     w.publish("pushes", &key, body.to_string().as_bytes()).await;
 }
 
-async fn set_apple_cert(
+pub(crate) async fn set_apple_cert(
     w: &World,
     app: &str,
     variant: ClientVariant,
@@ -402,7 +402,7 @@ async fn thousand_pushes_with_20ms_latency_all_arrive() {
 }
 
 /// A server-named, exclusive reply queue on the world's publisher connection.
-async fn reply_queue(w: &World) -> (String, lapin::Consumer) {
+pub(crate) async fn reply_queue(w: &World) -> (String, lapin::Consumer) {
     use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
     let ch = w.publisher.as_ref().expect("started").channel();
     let q = ch
@@ -434,7 +434,7 @@ async fn reply_queue(w: &World) -> (String, lapin::Consumer) {
 }
 
 /// The next `push_resp` on `consumer`.
-async fn next_reply(consumer: &mut lapin::Consumer) -> Value {
+pub(crate) async fn next_reply(consumer: &mut lapin::Consumer) -> Value {
     use futures_util::StreamExt;
     let d = tokio::time::timeout(Duration::from_secs(15), consumer.next())
         .await
