@@ -218,7 +218,10 @@ mod tests {
     fn a_redelivered_copy_keeps_the_first_sighting_and_a_done_one_is_not_sent() {
         let seen = Seen::default();
         let t0 = Instant::now();
-        assert_eq!(seen.sight("k", &Arrival::fresh(t0), t0, NOW_MS), pending(t0));
+        assert_eq!(
+            seen.sight("k", &Arrival::fresh(t0), t0, NOW_MS),
+            pending(t0)
+        );
         let later = t0 + Duration::from_secs(25);
         assert_eq!(
             seen.sight("k", &redelivered(later), later, NOW_MS + 25_000),
@@ -304,8 +307,14 @@ mod tests {
 
     #[test]
     fn the_key_takes_all_three_ids() {
-        assert_ne!(key(Some("m"), Some("c"), "t1"), key(Some("m"), Some("c"), "t2"));
-        assert_ne!(key(Some("m"), Some("c1"), "t"), key(Some("m"), Some("c2"), "t"));
+        assert_ne!(
+            key(Some("m"), Some("c"), "t1"),
+            key(Some("m"), Some("c"), "t2")
+        );
+        assert_ne!(
+            key(Some("m"), Some("c1"), "t"),
+            key(Some("m"), Some("c2"), "t")
+        );
         assert_ne!(key(Some("mc"), None, "t"), key(Some("m"), Some("c"), "t"));
     }
 }

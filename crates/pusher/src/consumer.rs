@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use pusher_core::outcome::retry_delay;
+use pusher_core::redelivery::FIRST_SEEN_HEADER;
 use pusher_io::amqp::{self, Broker, Delivery, Replier};
 use rand::Rng as _;
 use tokio::sync::Semaphore;
@@ -195,7 +196,7 @@ async fn handle(
     let m = &state.metrics;
     m.messages_in_flight.fetch_add(1, Ordering::Relaxed);
     let first_seen_ms = delivery
-        .int_header(pusher_core::redelivery::FIRST_SEEN_HEADER)
+        .int_header(FIRST_SEEN_HEADER)
         .and_then(|ms| u64::try_from(ms).ok());
     let Delivery {
         routing_key,
@@ -227,9 +228,29 @@ async fn handle(
         Disposition::Requeue => "requeue",
     }]);
     m.messages_in_flight.fetch_sub(1, Ordering::Relaxed);
-    let settled = match handled.disposition {
-        Disposition::Ack => settle.ack().await,
-        Disposition::Requeue => settle.requeue().await,
+    let settled = match (handled.disposition, handled.first_seen_ms) {
+        (Disposition::Ack, _) => settle.ack().await,
+        (Disposition::Requeue, None) => settle.requeue().await,
+        (Disposition::Requeue, Some(ms)) => {
+            let stamped = replier
+                .republish_stamped(
+                    amqp::QUEUE,
+                    msg.content_type.as_deref(),
+                    msg.content_encoding.as_deref(),
+                    &msg.data,
+                    FIRST_SEEN_HEADER,
+                    i64::try_from(ms).unwrap_or(i64::MAX),
+                )
+                .await;
+            match stamped {
+                Ok(()) => settle.ack().await,
+                Err(e) => {
+                    tracing::warn!(error.message = %e,
+                        "could not hand the push_req back stamped; requeued as it came");
+                    settle.requeue().await
+                }
+            }
+        }
     };
     if let Err(e) = settled {
         tracing::warn!(error.message = %e, messaging.routing_key = %msg.routing_key,

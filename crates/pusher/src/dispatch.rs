@@ -50,6 +50,9 @@ pub struct Handled {
     pub disposition: Disposition,
     /// What to publish first, if anything.
     pub reply: Option<Reply>,
+    /// With `Requeue`: hand the message back stamped with this first-seen time (Unix
+    /// ms), so the next pusher counts the push's deadline from it.
+    pub first_seen_ms: Option<u64>,
 }
 
 impl From<Disposition> for Handled {
@@ -57,6 +60,7 @@ impl From<Disposition> for Handled {
         Handled {
             disposition,
             reply: None,
+            first_seen_ms: None,
         }
     }
 }
@@ -221,7 +225,18 @@ impl Dispatcher {
                         body: self.push_resp(&echo, &outcome, provider, received),
                         routing_key,
                     });
-                Handled { disposition, reply }
+                // A push handed back carries when it was first seen, so its deadline
+                // keeps counting from there (the redelivery rule).
+                let first_seen_ms = (disposition == Disposition::Requeue).then(|| {
+                    let here = crate::clock::unix_ms()
+                        .saturating_sub(received.elapsed().as_millis() as u64);
+                    msg.first_seen_ms.map_or(here, |ms| ms.min(here))
+                });
+                Handled {
+                    disposition,
+                    reply,
+                    first_seen_ms,
+                }
             }
             Message::Other {
                 category,

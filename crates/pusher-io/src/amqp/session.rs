@@ -168,6 +168,44 @@ impl Replier {
     }
 }
 
+impl Replier {
+    /// Hands a message back to the shared queue stamped with `header` = `value` (the
+    /// time a pusher first saw it), as a new copy on the default exchange: a plain
+    /// requeue cannot carry the stamp, and the next pusher needs it to count the
+    /// deadline from the first sighting. Publish first, then ack the original: a crash
+    /// in between duplicates the message, never loses it.
+    pub async fn republish_stamped(
+        &self,
+        queue: &str,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+        body: &[u8],
+        header: &str,
+        value: i64,
+    ) -> Result<()> {
+        let mut headers = FieldTable::default();
+        headers.insert(header.into(), AMQPValue::LongLongInt(value));
+        let mut props = BasicProperties::default().with_headers(headers);
+        if let Some(t) = content_type {
+            props = props.with_content_type(ShortString::from(t));
+        }
+        if let Some(e) = content_encoding {
+            props = props.with_content_encoding(ShortString::from(e));
+        }
+        self.channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await
+            .map_err(broker("basic.publish"))?;
+        Ok(())
+    }
+}
+
 /// One message from the shared queue: its data, and the handle that settles it.
 #[derive(Debug)]
 pub struct Delivery {

@@ -200,7 +200,10 @@ mod tests {
         let Offer::Now(first, _) = lot.offer(key("a"), 1).0 else {
             panic!("at once");
         };
-        assert!(matches!(lot.offer(key("a"), 2).0, Offer::Parked), "a is busy");
+        assert!(
+            matches!(lot.offer(key("a"), 2).0, Offer::Parked),
+            "a is busy"
+        );
         assert!(
             matches!(lot.offer(key("a"), 3), (Offer::Parked, Some(2))),
             "replaces 2"

@@ -182,8 +182,11 @@ impl Registrar {
         let who = Who::of(reg);
         let Some(cfg) = self.config_within(cancel).await else {
             if cancel.is_cancelled() {
-                tracing::info!(msg_id = who.msg_id, call_id = who.call_id,
-                    "interrupted; reg_success returned to the queue");
+                tracing::info!(
+                    msg_id = who.msg_id,
+                    call_id = who.call_id,
+                    "interrupted; reg_success returned to the queue"
+                );
                 return (RegOutcome::Error, Disposition::Requeue);
             }
             tracing::error!(
@@ -216,22 +219,33 @@ impl Registrar {
                         (outcome, Disposition::Ack)
                     }
                     Err(Interrupted) => {
-                        tracing::info!(msg_id = job.who.msg_id, call_id = job.who.call_id,
-                            "interrupted; reg_success returned to the queue");
+                        tracing::info!(
+                            msg_id = job.who.msg_id,
+                            call_id = job.who.call_id,
+                            "interrupted; reg_success returned to the queue"
+                        );
                         (RegOutcome::Error, Disposition::Requeue)
                     }
                 }
             }
             Offer::Parked => {
-                tracing::debug!(msg_id = who.msg_id, call_id = who.call_id,
-                    device_id = who.device_id, parked = self.lot.parked(),
-                    "registration slots busy or device being written; reg_success acked and parked");
+                tracing::debug!(
+                    msg_id = who.msg_id,
+                    call_id = who.call_id,
+                    device_id = who.device_id,
+                    parked = self.lot.parked(),
+                    "registration slots busy or device being written; reg_success acked and parked"
+                );
                 (RegOutcome::Parked, Disposition::Ack)
             }
             Offer::Full(job) => {
-                tracing::warn!(msg_id = job.who.msg_id, call_id = job.who.call_id,
-                    device_id = job.who.device_id, parked = lot::MAX_PARKED,
-                    "registration lot full; reg_success settled without update");
+                tracing::warn!(
+                    msg_id = job.who.msg_id,
+                    call_id = job.who.call_id,
+                    device_id = job.who.device_id,
+                    parked = lot::MAX_PARKED,
+                    "registration lot full; reg_success settled without update"
+                );
                 (RegOutcome::Shed, Disposition::Ack)
             }
         }
@@ -289,11 +303,17 @@ impl Registrar {
     fn parked_done(&self, who: &Who, outcome: &str) {
         self.state.metrics.parked_registrations.inc(&[outcome]);
         match outcome {
-            "superseded" => tracing::debug!(msg_id = who.msg_id, device_id = who.device_id,
-                "parked reg_success superseded by a newer registration of the device"),
-            "lost_at_exit" => tracing::warn!(msg_id = who.msg_id, call_id = who.call_id,
+            "superseded" => tracing::debug!(
+                msg_id = who.msg_id,
                 device_id = who.device_id,
-                "parked reg_success not written before exit; the device updates on its next registration"),
+                "parked reg_success superseded by a newer registration of the device"
+            ),
+            "lost_at_exit" => tracing::warn!(
+                msg_id = who.msg_id,
+                call_id = who.call_id,
+                device_id = who.device_id,
+                "parked reg_success not written before exit; the device updates on its next registration"
+            ),
             _ => {}
         }
     }
@@ -374,7 +394,11 @@ impl Registrar {
     /// Writes one device, retrying transient failures with capped, jittered backoff
     /// for at most the retry budget (then `Error`: settled without update); `cancel`
     /// interrupts it.
-    async fn write(&self, job: &Job, cancel: &CancellationToken) -> Result<RegOutcome, Interrupted> {
+    async fn write(
+        &self,
+        job: &Job,
+        cancel: &CancellationToken,
+    ) -> Result<RegOutcome, Interrupted> {
         let (msg_id, call_id) = (job.who.msg_id.as_str(), job.who.call_id.as_str());
         let started = Instant::now();
         let mut attempt = 1u32;
@@ -457,8 +481,14 @@ fn log_outcome(who: &Who, outcome: RegOutcome) {
     } = who;
     match outcome {
         RegOutcome::Updated | RegOutcome::Removed => {
-            tracing::info!(msg_id, call_id, device_id, user_agent, outcome = outcome.as_str(),
-                "device push object written")
+            tracing::info!(
+                msg_id,
+                call_id,
+                device_id,
+                user_agent,
+                outcome = outcome.as_str(),
+                "device push object written"
+            )
         }
         RegOutcome::DeviceNotFound => {
             tracing::warn!(
@@ -469,8 +499,14 @@ fn log_outcome(who: &Who, outcome: RegOutcome) {
                 "device document or account database not found; settled"
             )
         }
-        _ => tracing::debug!(msg_id, call_id, device_id, user_agent,
-            outcome = outcome.as_str(), "reg_success handled"),
+        _ => tracing::debug!(
+            msg_id,
+            call_id,
+            device_id,
+            user_agent,
+            outcome = outcome.as_str(),
+            "reg_success handled"
+        ),
     }
 }
 

@@ -28,8 +28,8 @@ fn now_ms() -> u64 {
 
 /// Publishes `body` to the `pushes` exchange, with `x-pusher-first-seen-ms` when given.
 async fn publish(ch: &lapin::Channel, body: &Value, first_seen_ms: Option<u64>) {
-    let mut props = BasicProperties::default()
-        .with_content_type(ShortString::from("application/json"));
+    let mut props =
+        BasicProperties::default().with_content_type(ShortString::from("application/json"));
     if let Some(ms) = first_seen_ms {
         let mut headers = FieldTable::default();
         headers.insert(
@@ -38,7 +38,10 @@ async fn publish(ch: &lapin::Channel, body: &Value, first_seen_ms: Option<u64>) 
         );
         props = props.with_headers(headers);
     }
-    let key = format!("notification.push.apple.{}", body["Token-ID"].as_str().unwrap_or("x"));
+    let key = format!(
+        "notification.push.apple.{}",
+        body["Token-ID"].as_str().unwrap_or("x")
+    );
     ch.basic_publish(
         amqp::EXCHANGE_PUSHES.into(),
         key.as_str().into(),
@@ -64,7 +67,9 @@ async fn a_push_req_that_comes_back_after_its_call_is_not_sent_one_inside_its_wi
 
     // The shared queue and its bindings exist before the service does (as when another
     // pusher instance declared them and died).
-    let conn = amqp::connect(&w.vhost.uri(), "it-redelivery").await.expect("connect");
+    let conn = amqp::connect(&w.vhost.uri(), "it-redelivery")
+        .await
+        .expect("connect");
     let ch = conn.create_channel().await.expect("channel");
     amqp::declare_topology(&ch).await.expect("topology");
     ch.confirm_select(ConfirmSelectOptions::default())
@@ -100,7 +105,10 @@ async fn a_push_req_that_comes_back_after_its_call_is_not_sent_one_inside_its_wi
             .expect("a message");
         assert!(!got.delivery.redelivered, "first delivery");
     }
-    taker.close(200, "give them back".into()).await.expect("close");
+    taker
+        .close(200, "give them back".into())
+        .await
+        .expect("close");
 
     w.start().await;
     let mut verdicts = std::collections::HashMap::new();
