@@ -1,6 +1,11 @@
-//! `/health` (liveness: the process answers), `/ready` (200 only while consuming the
-//! shared queue with CouchDB reachable; the JSON body says which dependency is not) and
+//! `/health` (liveness: the process answers), `/ready` (200 while this instance can ring
+//! phones: consuming the shared queue, with a config snapshot in memory or CouchDB
+//! reachable to load one; the JSON body says the state of each dependency) and
 //! `/metrics` (Prometheus text format).
+//!
+//! A CouchDB outage alone does not make the instance unready: pushes need no CouchDB once
+//! the config is loaded, and registrations wait or park (see `register`). The body and
+//! `pusher_couch_reachable` still show it.
 
 use std::sync::Arc;
 
@@ -38,7 +43,7 @@ async fn ready(AxState(ctx): AxState<Ctx>) -> (StatusCode, axum::Json<serde_json
     let consuming = ctx.state.consuming();
     let couch = ctx.state.couch_reachable();
     let config = ctx.config.borrow().as_ref().map(|c| c.rev.clone());
-    let ready = consuming && couch;
+    let ready = consuming && (couch || config.is_some());
     let code = if ready {
         StatusCode::OK
     } else {
