@@ -183,8 +183,9 @@ impl Pusher {
                 origin
             }
         };
+        // The wait for the first load is local: it counts from the arrival.
         let Some(cfg) = self
-            .config_by(origin + CONFIG_WAIT.min(self.settings.deadline))
+            .config_by(arrival.received + CONFIG_WAIT.min(self.settings.deadline))
             .await
         else {
             tracing::error!("system_config/pusher could not be loaded; push_req dropped");
@@ -196,13 +197,24 @@ impl Pusher {
             return (PushOutcome::Disabled, configured);
         }
         let deadline = app.deadline_or(self.settings.deadline);
-        if redelivery::expired(origin, deadline, Instant::now()) {
+        if redelivery::expired(origin, deadline, arrival.received) {
             let why = format!(
-                "made {} ms ago, past its {} ms deadline",
-                origin.elapsed().as_millis(),
+                "made {} ms before it reached us, past its {} ms deadline",
+                arrival
+                    .received
+                    .saturating_duration_since(origin)
+                    .as_millis(),
                 deadline.as_millis()
             );
             return (PushOutcome::Expired(why), configured);
+        }
+        if redelivery::expired(origin, deadline, Instant::now()) {
+            // Never poll the send once past the deadline: it could reach the provider.
+            let why = format!(
+                "deadline of {} ms reached before sending",
+                deadline.as_millis()
+            );
+            return (PushOutcome::TimedOut(why), configured);
         }
         let at = tokio::time::Instant::from_std(origin + deadline);
         let outcome = tokio::time::timeout_at(at, self.deliver(&app, req, origin, deadline))
