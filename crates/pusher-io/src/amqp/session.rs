@@ -154,21 +154,9 @@ impl Replier {
         let props = BasicProperties::default()
             .with_content_type(ShortString::from("application/json"))
             .with_delivery_mode(1);
-        self.channel
-            .basic_publish(
-                "".into(),
-                routing_key.into(),
-                BasicPublishOptions::default(),
-                body,
-                props,
-            )
-            .await
-            .map_err(broker("basic.publish"))?;
-        Ok(())
+        self.to_queue(routing_key, body, props).await
     }
-}
 
-impl Replier {
     /// Hands a message back to the shared queue stamped with `header` = `value` (the
     /// time a pusher first saw it), as a new copy on the default exchange: a plain
     /// requeue cannot carry the stamp, and the next pusher needs it to count the
@@ -192,6 +180,11 @@ impl Replier {
         if let Some(e) = content_encoding {
             props = props.with_content_encoding(ShortString::from(e));
         }
+        self.to_queue(queue, body, props).await
+    }
+
+    /// `basic.publish` on the default exchange straight to `queue`.
+    async fn to_queue(&self, queue: &str, body: &[u8], props: BasicProperties) -> Result<()> {
         self.channel
             .basic_publish(
                 "".into(),
