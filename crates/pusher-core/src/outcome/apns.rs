@@ -1,5 +1,7 @@
 //! APNs: status and `reason` → [`Outcome`] (providers.md §1).
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use super::{Outcome, http_reason, intern, parse_retry_after};
@@ -40,13 +42,18 @@ const APNS_REASONS: &[&str] = &[
     "Shutdown",
 ];
 
+/// The reason kept for a 400 `BadDeviceToken`: APNs gives it for a malformed token, but
+/// also for a sandbox token sent to the production host (or the reverse), which is a
+/// configuration error the operator must fix, not a dead token.
+pub const BAD_DEVICE_TOKEN_REASON: &str = "BadDeviceToken: check apple.host (a sandbox token sent to production, or the reverse, gets this too)";
+
 /// Classifies an APNs response.
 ///
 /// | status / reason | outcome |
 /// |---|---|
 /// | 2xx | `Delivered` |
 /// | 410 with a reason (`Unregistered`, `ExpiredToken`) | `DeadToken` with `timestamp` |
-/// | 400 `BadDeviceToken` | `DeadToken` (no timestamp) |
+/// | 400 `BadDeviceToken` (also a sandbox token sent to production or the reverse, so the token is not proven dead) | `Drop` with [`BAD_DEVICE_TOKEN_REASON`] |
 /// | 400 `IdleTimeout` (connection closed while idle), 403 `ExpiredProviderToken` (caller regenerates the JWT) | `Retry` |
 /// | 429, 5xx | `Retry` with `Retry-After` |
 /// | anything else, incl. 400 `DeviceTokenNotForTopic` (may be a wrong topic, so the token is not proven dead) | `Drop` |
@@ -76,9 +83,10 @@ pub fn classify_apns(status: u16, body: &[u8], retry_after: Option<&str>) -> Out
                 .and_then(|v| v.get("timestamp"))
                 .and_then(millis),
         },
-        (400, Some("BadDeviceToken")) => Outcome::DeadToken {
-            reason,
-            timestamp_ms: None,
+        // Apple answers this for a host/token environment mismatch too: were it a dead
+        // token, a wrong `apple.host` with `remove_invalid_tokens` would strip every device.
+        (400, Some("BadDeviceToken")) => Outcome::Drop {
+            reason: Cow::Borrowed(BAD_DEVICE_TOKEN_REASON),
         },
         (400, Some("IdleTimeout")) | (403, Some("ExpiredProviderToken")) => retry(reason),
         (429, _) | (500..=599, _) => retry(reason),

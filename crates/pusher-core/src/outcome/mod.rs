@@ -19,7 +19,7 @@ mod apns;
 mod fcm;
 mod retry;
 
-pub use apns::classify_apns;
+pub use apns::{BAD_DEVICE_TOKEN_REASON, classify_apns};
 pub use fcm::{classify_fcm, fcm_error_message};
 pub use retry::{fits_deadline, parse_retry_after, retry_delay};
 

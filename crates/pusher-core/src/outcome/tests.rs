@@ -24,6 +24,27 @@ fn apns_body(reason: &str) -> Vec<u8> {
     format!(r#"{{"reason":"{reason}"}}"#).into_bytes()
 }
 
+/// A 400 `BadDeviceToken` is also Apple's answer to a sandbox/production mismatch, so it
+/// must never count as a dead token (which may remove the device's `push` object), and
+/// its reason must point the operator at `apple.host`.
+#[test]
+fn apns_bad_device_token_is_a_rejection_naming_the_host() {
+    let outcome = classify_apns(400, &apns_body("BadDeviceToken"), None);
+    assert_eq!(outcome.label(), "dropped");
+    assert!(!matches!(outcome, Outcome::DeadToken { .. }));
+    let reason = outcome.reason().expect("a reason");
+    assert!(reason.starts_with("BadDeviceToken"), "{reason}");
+    assert!(reason.contains("apple.host"), "{reason}");
+    assert!(reason.contains("sandbox"), "{reason}");
+    // Not a credentials problem: the push_resp status stays `rejected`.
+    assert!(!is_auth_reason(reason));
+    // 410 `Unregistered` is still a dead token.
+    assert!(matches!(
+        classify_apns(410, &apns_body("Unregistered"), None),
+        Outcome::DeadToken { .. }
+    ));
+}
+
 #[test]
 fn apns_table() {
     let cases: Vec<(u16, Vec<u8>, Option<&str>, Outcome)> = vec![
@@ -51,7 +72,7 @@ fn apns_table() {
             400,
             apns_body("BadDeviceToken"),
             None,
-            dead("BadDeviceToken", None),
+            drop(BAD_DEVICE_TOKEN_REASON),
         ),
         (
             400,
