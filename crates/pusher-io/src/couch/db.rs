@@ -23,7 +23,7 @@ impl CouchClient {
     /// Creates a database; `Ok(false)` when it already existed.
     pub async fn create_db(&self, db: &str) -> Result<bool> {
         let resp = self
-            .send(self.request(Method::PUT, self.url(&[db], "")))
+            .send(self.request(Method::PUT, self.url(&[db], "")?))
             .await?;
         match resp.status() {
             StatusCode::PRECONDITION_FAILED => Ok(false),
@@ -35,7 +35,7 @@ impl CouchClient {
     /// Deletes a database; `Ok(false)` when it did not exist.
     pub async fn delete_db(&self, db: &str) -> Result<bool> {
         let resp = self
-            .send(self.request(Method::DELETE, self.url(&[db], "")))
+            .send(self.request(Method::DELETE, self.url(&[db], "")?))
             .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(false),
@@ -47,7 +47,7 @@ impl CouchClient {
     /// Database info (`GET /db`); `Ok(None)` when it does not exist.
     pub async fn db_info(&self, db: &str) -> Result<Option<Value>> {
         let resp = self
-            .send(self.request(Method::GET, self.url(&[db], "")))
+            .send(self.request(Method::GET, self.url(&[db], "")?))
             .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
@@ -75,7 +75,7 @@ impl CouchClient {
             wait.as_millis()
         );
         let rb = self
-            .request(Method::GET, self.url(&[db, "_changes"], &query))
+            .request(Method::GET, self.url(&[db, "_changes"], &query)?)
             .timeout(wait + Duration::from_secs(5));
         let fut = self.send(rb);
         let resp = match tokio::time::timeout(wait, fut).await {

@@ -10,7 +10,7 @@ impl CouchClient {
     /// Reads a document; `Ok(None)` when it or its database does not exist.
     pub async fn get_doc(&self, db: &str, id: &str) -> Result<Option<Value>> {
         let resp = self
-            .send(self.request(Method::GET, self.url(&[db, id], "")))
+            .send(self.request(Method::GET, self.url(&[db, id], "")?))
             .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
@@ -30,7 +30,10 @@ impl CouchClient {
                 detail: "document has no _id".into(),
             })?;
         let resp = self
-            .send(self.request(Method::PUT, self.url(&[db, id], "")).json(doc))
+            .send(
+                self.request(Method::PUT, self.url(&[db, id], "")?)
+                    .json(doc),
+            )
             .await?;
         if !resp.status().is_success() {
             return Err(self.status_error(resp, "PUT doc").await);
@@ -80,7 +83,7 @@ impl CouchClient {
     /// Reads an attachment's bytes; `Ok(None)` when the doc or attachment is missing.
     pub async fn get_attachment(&self, db: &str, id: &str, name: &str) -> Result<Option<Vec<u8>>> {
         let resp = self
-            .send(self.request(Method::GET, self.url(&[db, id, name], "")))
+            .send(self.request(Method::GET, self.url(&[db, id, name], "")?))
             .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
@@ -113,7 +116,7 @@ impl CouchClient {
             .unwrap_or_default();
         let resp = self
             .send(
-                self.request(Method::PUT, self.url(&[db, id, name], &query))
+                self.request(Method::PUT, self.url(&[db, id, name], &query)?)
                     .header(reqwest::header::CONTENT_TYPE, content_type)
                     .body(body),
             )

@@ -9,7 +9,12 @@ use serde_json::Value;
 use super::{CouchClient, Error, Result, encode_segment};
 
 impl CouchClient {
-    pub(super) fn url(&self, segments: &[&str], query: &str) -> Url {
+    /// The URL of `segments` (each one encoded) under the base URL. An empty, `.` or
+    /// `..` segment is refused ([`Error::InvalidName`]): it would name another path.
+    pub(super) fn url(&self, segments: &[&str], query: &str) -> Result<Url> {
+        if let Some(bad) = segments.iter().find(|s| matches!(**s, "" | "." | "..")) {
+            return Err(Error::InvalidName((*bad).to_string()));
+        }
         let path: Vec<String> = segments.iter().map(|s| encode_segment(s)).collect();
         let mut s = format!("{}{}", self.base, path.join("/"));
         if !query.is_empty() {
@@ -17,7 +22,7 @@ impl CouchClient {
             s.push_str(query);
         }
         // Every piece is percent-encoded, so this cannot fail for a valid base URL.
-        Url::parse(&s).unwrap_or_else(|_| self.base.clone())
+        Ok(Url::parse(&s).unwrap_or_else(|_| self.base.clone()))
     }
 
     pub(super) fn request(&self, method: Method, url: Url) -> RequestBuilder {

@@ -74,6 +74,11 @@ pub enum Error {
     /// `update_doc` gave up after repeated conflicts.
     #[error("document update still conflicting after {0} attempts")]
     TooManyConflicts(u32),
+    /// A database name, document id or attachment name that is empty, `.` or `..`:
+    /// percent-encoding keeps dots, so such a segment would climb the URL path (`..` as a
+    /// doc id reads the database, as a database name the server root). Never sent.
+    #[error("refusing CouchDB name {0:?}: empty, `.` and `..` name no database or document")]
+    InvalidName(String),
 }
 
 impl Error {
@@ -84,7 +89,10 @@ impl Error {
             Error::Status { status, .. } => {
                 status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
             }
-            Error::InvalidUrl(_) | Error::Conflict | Error::Decode { .. } => false,
+            Error::InvalidUrl(_)
+            | Error::Conflict
+            | Error::Decode { .. }
+            | Error::InvalidName(_) => false,
         }
     }
 }

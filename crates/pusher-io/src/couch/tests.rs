@@ -28,7 +28,9 @@ fn url_building_keeps_prefix() {
     let c =
         CouchClient::new("http://127.0.0.1:5984/couch", Duration::from_secs(1)).expect("client");
     assert_eq!(
-        c.url(&["account/ab/cd/ef", "dev+1"], "").as_str(),
+        c.url(&["account/ab/cd/ef", "dev+1"], "")
+            .expect("url")
+            .as_str(),
         "http://127.0.0.1:5984/couch/account%2Fab%2Fcd%2Fef/dev%2B1"
     );
 }
@@ -37,4 +39,50 @@ fn url_building_keeps_prefix() {
 fn rejects_non_http() {
     assert!(CouchClient::new("ftp://x", Duration::from_secs(1)).is_err());
     assert!(CouchClient::new("not a url", Duration::from_secs(1)).is_err());
+}
+
+#[test]
+fn dot_segments_and_empty_names_are_refused() {
+    let c =
+        CouchClient::new("http://127.0.0.1:5984/couch", Duration::from_secs(1)).expect("client");
+    for bad in ["", ".", ".."] {
+        for segments in [
+            vec![bad],
+            vec!["db", bad],
+            vec!["db", "doc", bad],
+            vec![bad, "doc"],
+        ] {
+            match c.url(&segments, "") {
+                Err(Error::InvalidName(name)) => assert_eq!(name, bad),
+                other => panic!("{segments:?}: {other:?}"),
+            }
+        }
+    }
+    // Only whole dot segments are special: these are ordinary names.
+    assert_eq!(
+        c.url(&["db", "...", ".a", "a."], "").expect("url").as_str(),
+        "http://127.0.0.1:5984/couch/db/.../.a/a."
+    );
+}
+
+/// A refused name fails before any request (nothing listens on the port) and is not
+/// transient, so no caller retries it.
+#[tokio::test]
+async fn calls_with_a_dot_segment_fail_at_once_and_for_good() {
+    let c = CouchClient::new("http://127.0.0.1:9/", Duration::from_secs(30)).expect("client");
+    let errors = [
+        c.get_doc("account%2Fab", "..").await.expect_err("GET .."),
+        c.get_doc("..", "doc").await.expect_err("GET db .."),
+        c.update_doc("db", ".", 3, |_| true)
+            .await
+            .expect_err("update ."),
+        c.db_info("").await.expect_err("empty db"),
+        c.get_attachment("db", "doc", "..")
+            .await
+            .expect_err("attachment .."),
+    ];
+    for e in errors {
+        assert!(matches!(e, Error::InvalidName(_)), "{e:?}");
+        assert!(!e.is_transient(), "{e}");
+    }
 }
