@@ -126,7 +126,8 @@ pub enum RegDecision {
         rule: String,
     },
     /// `Account-ID` or `Authorizing-ID` is missing, the account id is invalid, or the
-    /// device id is a reserved CouchDB id (`_design/…`, `_all_docs`, …).
+    /// device id is a reserved CouchDB id (`_design/…`, `_all_docs`, …), a URL dot
+    /// segment (`.`, `..`) or too long.
     MissingIds,
     /// Update device `device_id` in database `account_db`.
     Update {

@@ -87,6 +87,14 @@ pub(super) fn update_device(
         ));
         return RegDecision::MissingIds;
     }
+    // `.` and `..` survive percent-encoding and would climb the CouchDB URL path (`..`
+    // reads the account database itself, or the server root as a database name).
+    if matches!(device_id.as_str(), "." | "..") {
+        warnings.push(format!(
+            "Authorizing-ID {device_id:?} is a URL path segment, not a device"
+        ));
+        return RegDecision::MissingIds;
+    }
     // Kazoo ids are 32 hex characters; anything far longer is not a device id, and CouchDB
     // would refuse the URL anyway (431).
     if device_id.len() > MAX_DEVICE_ID_LEN {

@@ -342,6 +342,56 @@ fn reserved_couchdb_ids_are_not_devices() {
     ));
 }
 
+/// Regression (issue #12): `..` as an Authorizing-ID reached CouchDB as a path segment
+/// and read the server root; `.`/`..`/empty ids of either kind are no device, on both the
+/// User-Agent rule path and the RFC 8599 fallback.
+#[test]
+fn dot_segment_and_empty_ids_are_missing_ids() {
+    for id in [".", ".."] {
+        let mut body = fixture_with_ids(0);
+        body["Custom-Channel-Vars"]["Authorizing-ID"] = json!(id);
+        let (decision, warnings) = decide(&reg(body), &rules(), false);
+        assert_eq!(decision, RegDecision::MissingIds, "{id}");
+        assert!(
+            warnings.iter().any(|w| w.contains("URL path segment")),
+            "{id}: {warnings:?}"
+        );
+
+        let mut body = fixture_with_ids(0);
+        body["Custom-Channel-Vars"]["Account-ID"] = json!(id);
+        assert_eq!(
+            decide(&reg(body), &rules(), false).0,
+            RegDecision::MissingIds,
+            "Account-ID {id}"
+        );
+
+        let mut b = fixture_with_ids(1);
+        b["Contact"] = json!("<sip:u@h;pn-provider=fcm;pn-param=my-project;pn-prid=tok>");
+        b["Custom-Channel-Vars"]["Authorizing-ID"] = json!(id);
+        assert_eq!(
+            decide(&reg(b), &UserAgentRules::default(), true).0,
+            RegDecision::MissingIds,
+            "rfc8599 {id}"
+        );
+    }
+    for field in ["Account-ID", "Authorizing-ID"] {
+        let mut body = fixture_with_ids(0);
+        body["Custom-Channel-Vars"][field] = json!("");
+        assert_eq!(
+            decide(&reg(body), &rules(), false).0,
+            RegDecision::MissingIds,
+            "empty {field}"
+        );
+    }
+    // Dots inside an id are ordinary.
+    let mut body = fixture_with_ids(0);
+    body["Custom-Channel-Vars"]["Authorizing-ID"] = json!("...");
+    assert!(matches!(
+        decide(&reg(body), &rules(), false).0,
+        RegDecision::Update { .. }
+    ));
+}
+
 #[test]
 fn rule_errors_become_warnings() {
     let (rules, _) = UserAgentRules::compile(&json!({
