@@ -3,26 +3,41 @@
 
 use super::{ContactError, is_lws, trim};
 
-/// Byte offset of the first `target` in `s` outside quoted strings.
-pub(super) fn find_unquoted(s: &str, target: impl Fn(char) -> bool) -> Option<usize> {
-    let mut in_quote = false;
-    let mut escaped = false;
-    for (i, c) in s.char_indices() {
-        if in_quote {
-            if escaped {
-                escaped = false;
+/// Where a left-to-right scan stands relative to quoted-strings (with `\` escapes).
+#[derive(Default)]
+struct Quotes {
+    open: bool,
+    escaped: bool,
+}
+
+impl Quotes {
+    /// Feeds the next character; whether it stands outside every quoted-string (the
+    /// quotes themselves count as inside).
+    fn outside(&mut self, c: char) -> bool {
+        if self.open {
+            if self.escaped {
+                self.escaped = false;
             } else if c == '\\' {
-                escaped = true;
+                self.escaped = true;
             } else if c == '"' {
-                in_quote = false;
+                self.open = false;
             }
+            false
         } else if c == '"' {
-            in_quote = true;
-        } else if target(c) {
-            return Some(i);
+            self.open = true;
+            false
+        } else {
+            true
         }
     }
-    None
+}
+
+/// Byte offset of the first `target` in `s` outside quoted strings.
+pub(super) fn find_unquoted(s: &str, target: impl Fn(char) -> bool) -> Option<usize> {
+    let mut quotes = Quotes::default();
+    s.char_indices()
+        .find(|&(_, c)| quotes.outside(c) && target(c))
+        .map(|(i, _)| i)
 }
 
 /// Splits `s` on `sep` outside quoted strings.
@@ -41,23 +56,14 @@ pub(super) fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
 /// brackets balance. Returns each trimmed, non-empty contact with its byte offset.
 pub(super) fn split_contacts(header: &str) -> Result<Vec<(usize, &str)>, ContactError> {
     let mut segments = Vec::new();
-    let mut in_quote = false;
-    let mut escaped = false;
+    let mut quotes = Quotes::default();
     let mut in_angle = false;
     let mut start = 0;
     for (i, c) in header.char_indices() {
-        if in_quote {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_quote = false;
-            }
+        if !quotes.outside(c) {
             continue;
         }
         match c {
-            '"' => in_quote = true,
             '<' if in_angle => return Err(ContactError::Unexpected { ch: c, pos: i }),
             '<' => in_angle = true,
             '>' if in_angle => in_angle = false,
@@ -69,7 +75,7 @@ pub(super) fn split_contacts(header: &str) -> Result<Vec<(usize, &str)>, Contact
             _ => {}
         }
     }
-    if in_quote {
+    if quotes.open {
         return Err(ContactError::UnterminatedQuote);
     }
     if in_angle {

@@ -325,21 +325,24 @@ fn missing_or_invalid_ids() {
 #[test]
 fn reserved_couchdb_ids_are_not_devices() {
     for id in ["_all_docs", "_design/devices", "_local/x", "_changes", "_"] {
-        let mut body = fixture_with_ids(0);
-        body["Custom-Channel-Vars"]["Authorizing-ID"] = json!(id);
-        let (decision, warnings) = decide(&reg(body), &rules(), false);
+        let (decision, warnings) = decide_with_ccv("Authorizing-ID", id);
         assert_eq!(decision, RegDecision::MissingIds, "{id}");
         assert!(
             warnings.iter().any(|w| w.contains("reserved CouchDB id")),
             "{id}: {warnings:?}"
         );
     }
-    let mut body = fixture_with_ids(0);
-    body["Custom-Channel-Vars"]["Authorizing-ID"] = json!("dev_1");
     assert!(matches!(
-        decide(&reg(body), &rules(), false).0,
+        decide_with_ccv("Authorizing-ID", "dev_1").0,
         RegDecision::Update { .. }
     ));
+}
+
+/// `decide` (User-Agent rule path) on fixture 0 with its CCV `field` set to `value`.
+fn decide_with_ccv(field: &str, value: &str) -> (RegDecision, Vec<String>) {
+    let mut body = fixture_with_ids(0);
+    body["Custom-Channel-Vars"][field] = json!(value);
+    decide(&reg(body), &rules(), false)
 }
 
 /// Regression (issue #12): `..` as an Authorizing-ID reached CouchDB as a path segment
@@ -348,22 +351,14 @@ fn reserved_couchdb_ids_are_not_devices() {
 #[test]
 fn dot_segment_and_empty_ids_are_missing_ids() {
     for id in [".", ".."] {
-        let mut body = fixture_with_ids(0);
-        body["Custom-Channel-Vars"]["Authorizing-ID"] = json!(id);
-        let (decision, warnings) = decide(&reg(body), &rules(), false);
+        let (decision, warnings) = decide_with_ccv("Authorizing-ID", id);
         assert_eq!(decision, RegDecision::MissingIds, "{id}");
         assert!(
             warnings.iter().any(|w| w.contains("URL path segment")),
             "{id}: {warnings:?}"
         );
-
-        let mut body = fixture_with_ids(0);
-        body["Custom-Channel-Vars"]["Account-ID"] = json!(id);
-        assert_eq!(
-            decide(&reg(body), &rules(), false).0,
-            RegDecision::MissingIds,
-            "Account-ID {id}"
-        );
+        let (decision, _) = decide_with_ccv("Account-ID", id);
+        assert_eq!(decision, RegDecision::MissingIds, "Account-ID {id}");
 
         let mut b = fixture_with_ids(1);
         b["Contact"] = json!("<sip:u@h;pn-provider=fcm;pn-param=my-project;pn-prid=tok>");
@@ -375,19 +370,12 @@ fn dot_segment_and_empty_ids_are_missing_ids() {
         );
     }
     for field in ["Account-ID", "Authorizing-ID"] {
-        let mut body = fixture_with_ids(0);
-        body["Custom-Channel-Vars"][field] = json!("");
-        assert_eq!(
-            decide(&reg(body), &rules(), false).0,
-            RegDecision::MissingIds,
-            "empty {field}"
-        );
+        let (decision, _) = decide_with_ccv(field, "");
+        assert_eq!(decision, RegDecision::MissingIds, "empty {field}");
     }
     // Dots inside an id are ordinary.
-    let mut body = fixture_with_ids(0);
-    body["Custom-Channel-Vars"]["Authorizing-ID"] = json!("...");
     assert!(matches!(
-        decide(&reg(body), &rules(), false).0,
+        decide_with_ccv("Authorizing-ID", "...").0,
         RegDecision::Update { .. }
     ));
 }
