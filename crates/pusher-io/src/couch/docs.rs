@@ -35,15 +35,7 @@ impl CouchClient {
                     .json(doc),
             )
             .await?;
-        if !resp.status().is_success() {
-            return Err(self.status_error(resp, "PUT doc").await);
-        }
-        let body = self.body_json(resp, "PUT doc").await?;
-        Ok(body
-            .get("rev")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string())
+        self.written_rev(resp, "PUT doc").await
     }
 
     /// Read-modify-write of one document. `apply` mutates the doc and returns whether it
@@ -87,15 +79,11 @@ impl CouchClient {
             .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => {
-                resp.bytes()
-                    .await
-                    .map(|b| Some(b.to_vec()))
-                    .map_err(|e| Error::Unreachable {
-                        url: self.redacted_url(),
-                        source: e.without_url(),
-                    })
-            }
+            s if s.is_success() => resp
+                .bytes()
+                .await
+                .map(|b| Some(b.to_vec()))
+                .map_err(|e| self.unreachable(e)),
             _ => Err(self.status_error(resp, "GET attachment").await),
         }
     }
@@ -121,14 +109,6 @@ impl CouchClient {
                     .body(body),
             )
             .await?;
-        if !resp.status().is_success() {
-            return Err(self.status_error(resp, "PUT attachment").await);
-        }
-        let body = self.body_json(resp, "PUT attachment").await?;
-        Ok(body
-            .get("rev")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string())
+        self.written_rev(resp, "PUT attachment").await
     }
 }

@@ -55,10 +55,7 @@ impl CouchClient {
                             rb = next;
                         }
                         _ => {
-                            return Err(Error::Unreachable {
-                                url: self.redacted_url(),
-                                source: e.without_url(),
-                            });
+                            return Err(self.unreachable(e));
                         }
                     }
                 }
@@ -66,11 +63,29 @@ impl CouchClient {
         }
     }
 
-    pub(super) async fn body_json(&self, resp: reqwest::Response, what: &str) -> Result<Value> {
-        let bytes = resp.bytes().await.map_err(|e| Error::Unreachable {
+    /// [`Error::Unreachable`] for a failed exchange, without the request URL.
+    pub(super) fn unreachable(&self, e: reqwest::Error) -> Error {
+        Error::Unreachable {
             url: self.redacted_url(),
             source: e.without_url(),
-        })?;
+        }
+    }
+
+    /// The new `rev` of a successful write (`""` if CouchDB gave none), else the error.
+    pub(super) async fn written_rev(&self, resp: reqwest::Response, what: &str) -> Result<String> {
+        if !resp.status().is_success() {
+            return Err(self.status_error(resp, what).await);
+        }
+        let body = self.body_json(resp, what).await?;
+        Ok(body
+            .get("rev")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    pub(super) async fn body_json(&self, resp: reqwest::Response, what: &str) -> Result<Value> {
+        let bytes = resp.bytes().await.map_err(|e| self.unreachable(e))?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
             what: what.to_string(),
             detail: e.to_string(),
