@@ -498,7 +498,8 @@ async fn verdict_reply_only_for_requesters_that_ask() {
     let cases = [
         (app.clone(), "ab02", "delivered", "apns"),
         (app.clone(), "dead77", "dead_token", "apns"),
-        (app.clone(), "bad77", "dead_token", "apns"),
+        // 400 BadDeviceToken may be a sandbox/production mismatch: not proof of a dead token.
+        (app.clone(), "bad77", "rejected", "apns"),
         (off.clone(), "ab03", "disabled", "apns"),
     ];
     for (a, token, status, provider) in &cases {
@@ -522,6 +523,42 @@ async fn verdict_reply_only_for_requesters_that_ask() {
         Some(0),
         "no unsolicited reply"
     );
+    w.stop().await;
+}
+
+/// APNs answers 400 `BadDeviceToken` for a token of the other environment too (a wrong
+/// `apple.host`), so even with `remove_invalid_tokens` the device keeps its `push` object,
+/// and the reply tells the operator to check `apple.host`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_device_token_is_rejected_and_keeps_the_push_object() {
+    let mock = apns_mock(Duration::ZERO).await;
+    let mut w = world(None).await;
+    let app = app_id("badtok");
+    set_apple_cert(&w, &app, ClientVariant::Pkcs8, &mock, json!({})).await;
+    set_config(&w.couch, &[&app, "remove_invalid_tokens"], json!(true)).await;
+    w.set_rule("Harness", "^Linphone-Harness").await;
+    w.put_device("baddev", json!({})).await;
+    w.start().await;
+    let mut reg = w.reg_success(0, "baddev");
+    reg["Contact"] = json!(format!(
+        "<sip:2001@127.0.0.1:5074;app-id={app};pn-tok=bad77;pn-type=apple>"
+    ));
+    w.publish_reg(&reg).await;
+    w.wait_device("baddev", 10, |d| d["push"]["Token-ID"] == "bad77")
+        .await;
+    w.wait_queue_drained().await;
+    let (reply_to, mut replies) = reply_queue(&w).await;
+    let mut body = push_req(&app, "apple", "bad77");
+    body["Pusher-Reply-To"] = json!(reply_to);
+    publish_push(&w, &body).await;
+    let r = next_reply(&mut replies).await;
+    assert_eq!(r["Status"], "rejected", "{r}");
+    let reason = r["Reason"].as_str().expect("a Reason");
+    assert!(reason.starts_with("BadDeviceToken"), "{r}");
+    assert!(reason.contains("apple.host"), "{r}");
+    assert!(mock.received().iter().any(|m| m.token == "bad77"));
+    // The verdict is sent after the clean-up decision, so the doc is final now.
+    assert_eq!(w.device("baddev").await["push"]["Token-ID"], "bad77");
     w.stop().await;
 }
 
