@@ -43,8 +43,9 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_DBS: usize = 512;
 /// Most cached devices.
 pub const MAX_ENTRIES: usize = 200_000;
-/// Long-poll wait of each watcher.
-const LONGPOLL: Duration = Duration::from_secs(25);
+/// Long-poll wait of each watcher (also how long a deleted database can go unnoticed:
+/// pouchdb-server neither ends a pending long-poll on deletion nor honours `timeout`).
+pub const LONGPOLL: Duration = Duration::from_secs(25);
 /// After a watcher failed, its database is not watched again for this long.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -97,6 +98,7 @@ pub struct DeviceCache {
     couch: CouchClient,
     inner: Arc<Mutex<Inner>>,
     stop: CancellationToken,
+    longpoll: Duration,
 }
 
 /// A ticket for storing what a read returned: valid only while the watcher that issued
@@ -299,10 +301,17 @@ impl Inner {
 impl DeviceCache {
     /// An empty cache; its watchers end when `stop` fires.
     pub fn new(couch: CouchClient, stop: CancellationToken) -> Self {
+        Self::with_longpoll(couch, stop, LONGPOLL)
+    }
+
+    /// Like [`DeviceCache::new`], each watcher long-polling for `longpoll` (tests use a
+    /// short one to see a feed fail quickly).
+    pub fn with_longpoll(couch: CouchClient, stop: CancellationToken, longpoll: Duration) -> Self {
         Self {
             couch,
             inner: Arc::default(),
             stop,
+            longpoll,
         }
     }
 
@@ -365,10 +374,11 @@ impl DeviceCache {
         let couch = self.couch.clone();
         let inner = self.inner.clone();
         let stop = self.stop.clone();
+        let longpoll = self.longpoll;
         tokio::spawn(async move {
             let mut epoch = None;
             tokio::select! {
-                reason = watch(&couch, &inner, &db, &mut epoch) => {
+                reason = watch(&couch, &inner, &db, longpoll, &mut epoch) => {
                     tracing::debug!(db = %db, reason = %reason, "device cache: feed ended; database no longer cached");
                 }
                 () = stop.cancelled() => {}
@@ -387,6 +397,7 @@ async fn watch(
     couch: &CouchClient,
     inner: &Mutex<Inner>,
     db: &str,
+    longpoll: Duration,
     epoch: &mut Option<u64>,
 ) -> String {
     let since = match couch.db_info(db).await {
@@ -406,7 +417,7 @@ async fn watch(
     tracing::debug!(db, "device cache: following the database's changes");
     let mut since = since;
     loop {
-        match couch.changes_longpoll(db, &since, LONGPOLL).await {
+        match couch.changes_longpoll(db, &since, longpoll).await {
             Ok(Some(batch)) => {
                 if !batch.ids.is_empty() {
                     let changes: Vec<(String, String)> = batch
