@@ -390,7 +390,7 @@ async fn ten_thousand_made_up_token_apps_leave_clients_series_and_memory_flat() 
     let body = |i: usize| {
         let mut b = base.clone();
         b["Token-App"] = json!(format!("org.madeup{run}.app{i}"));
-        let (kind, token) = if i % 2 == 0 {
+        let (kind, token) = if i.is_multiple_of(2) {
             ("apple", format!("{i:08x}"))
         } else {
             ("firebase_v1", format!("fcm{i}"))
