@@ -310,6 +310,7 @@ async fn pusherctl_never_prints_a_key_from_a_service_account_stored_as_a_string(
     assert_no_key(&out, &key);
 
     let out = pusherctl(&env, &["pusher_maintenance", "list_apps", &prefix]).await;
+    assert_eq!(out.code, 0, "{}", out.all);
     assert_no_key(&out, &key);
     assert!(out.all.contains(&app), "{}", out.all);
     assert!(
