@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pusher_core::kapps_config::ConfigDoc;
+use pusher_core::outcome::retry_delay;
 use pusher_core::ua_rules::UserAgentRules;
 use pusher_io::couch::CouchClient;
+use rand::Rng as _;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -84,6 +86,18 @@ fn apns_certificates(doc: &ConfigDoc) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// First pause after a failed read of the config; doubles up to [`BACKOFF_CAP`].
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+/// Longest pause between reads of the config while CouchDB fails.
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// Pause after the `failures`-th failure in a row: exponential from [`BACKOFF_BASE`],
+/// capped at [`BACKOFF_CAP`], jittered ±20 % by `jitter` (uniform in `0..1`), so a
+/// cluster of instances that lost CouchDB together does not retry in lockstep.
+fn backoff(failures: u32, jitter: f64) -> Duration {
+    retry_delay(failures, None, BACKOFF_BASE, BACKOFF_CAP, jitter)
+}
+
 /// Read side of the live config: `None` until the first successful load.
 pub type ConfigReceiver = watch::Receiver<Option<Arc<PusherConfig>>>;
 
@@ -128,7 +142,7 @@ async fn watch_loop(
 ) {
     const LONGPOLL: Duration = Duration::from_secs(25);
     const MISSING_DB_POLL: Duration = Duration::from_millis(500);
-    let mut backoff = Duration::from_millis(250);
+    let mut failures = 0u32;
     // `since` of the changes feed; None = must (re)load first.
     let mut since: Option<Value> = None;
     loop {
@@ -163,15 +177,16 @@ async fn watch_loop(
             Ok::<(), pusher_io::couch::Error>(())
         };
         match step.await {
-            Ok(()) => backoff = Duration::from_millis(250),
+            Ok(()) => failures = 0,
             Err(e) => {
                 if e.is_transient() {
                     state.set_couch_reachable(false);
                 }
-                tracing::warn!(error.message = %e, retry_in_ms = backoff.as_millis() as u64,
+                failures = failures.saturating_add(1);
+                let delay = backoff(failures, rand::rng().random());
+                tracing::warn!(error.message = %e, retry_in_ms = delay.as_millis() as u64,
                     "cannot read system_config/pusher; keeping the last good version");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(delay).await;
                 since = None;
             }
         }
@@ -234,6 +249,33 @@ mod tests {
         assert_eq!(cfg.apns_cert_not_after.len(), 1);
         assert_eq!(cfg.apns_cert_not_after[0].0, "org.a");
         assert!(cfg.apns_cert_not_after[0].1 > 1_700_000_000);
+    }
+
+    #[test]
+    fn backoff_is_jittered_doubling_and_capped() {
+        // Two instances failing together draw different random inputs: different pauses,
+        // each within ±20 % of the nominal one.
+        for failures in 1..=12u32 {
+            let nominal = (BACKOFF_BASE * 2u32.pow(failures.min(10) - 1)).min(BACKOFF_CAP);
+            let a = backoff(failures, 0.1);
+            let b = backoff(failures, 0.9);
+            assert_ne!(a, b, "failure {failures}: no jitter");
+            for d in [a, b, backoff(failures, 0.0), backoff(failures, 1.0)] {
+                assert!(
+                    d >= nominal.mul_f64(0.8),
+                    "failure {failures}: {d:?} < 80 % of {nominal:?}"
+                );
+                assert!(
+                    d <= nominal.mul_f64(1.2).min(BACKOFF_CAP),
+                    "failure {failures}: {d:?}"
+                );
+            }
+        }
+        assert_eq!(backoff(1, 0.5), BACKOFF_BASE);
+        assert_eq!(backoff(u32::MAX, 0.0), BACKOFF_CAP.mul_f64(0.8));
+        // Consecutive pauses of one instance, with its own random draws, also vary.
+        let draws: Vec<Duration> = (0..8).map(|_| backoff(2, rand::rng().random())).collect();
+        assert!(draws.iter().any(|d| *d != draws[0]), "{draws:?}");
     }
 
     #[test]

@@ -7,9 +7,23 @@
 //! dead and the app has `remove_invalid_tokens` on, the device's `push` object is removed —
 //! only if it still holds that very token, and (APNs 410) only if the device has not
 //! registered again after the moment Apple says the token became invalid.
+//!
+//! **`registered_at_ms` follows every registration**, not only the first: the 410 rule
+//! compares Apple's timestamp with the device's *latest* registration. Writing it on
+//! every refresh would cost a CouchDB write per registration, which the device cache
+//! exists to avoid, so each process remembers when it last saw and last wrote each
+//! token and writes `registered_at_ms` at most once per [`REFRESH_EVERY`] per token
+//! (at once when the token moved to another device). The dead-token check takes the
+//! later of the stored time and this process's own memory, so on the instance that
+//! saw the registration the rule is exact, and across instances the stored time lags
+//! the latest registration by less than [`REFRESH_EVERY`] (a device whose token Apple
+//! invalidated in that window may lose its push object; it re-registers it within
+//! minutes). Phones refresh every few minutes, so this is about one index write per
+//! token every 15 minutes instead of one per refresh.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use pusher_core::push_req::{PushReq, TokenType};
 use pusher_io::couch::{CouchClient, UpdateOutcome};
@@ -17,14 +31,49 @@ use serde_json::{Map, Value, json};
 
 /// Database of the token index (ours, not Kazoo's).
 pub const TOKENS_DB: &str = "pusher_tokens";
-/// Bound of the in-memory "already indexed" set.
+/// Bound of the in-memory memory of indexed tokens (emptied when full).
 const KNOWN_MAX: usize = 100_000;
+/// Longest time `registered_at_ms` is left behind a token's latest registration.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(15 * 60);
+
+/// What this process knows of one token's index entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    account_db: String,
+    device_id: String,
+    /// Latest registration seen here (Unix ms).
+    seen_ms: u64,
+    /// `registered_at_ms` this process last wrote (Unix ms).
+    written_ms: u64,
+}
+
+/// Whether a registration of the token at `now_ms` on `(account_db, device_id)` must
+/// be written to the index: when this process has not indexed it, the token moved to
+/// another device, or the stored time is `refresh_every` old.
+fn must_write(
+    seen: Option<&Seen>,
+    account_db: &str,
+    device_id: &str,
+    now_ms: u64,
+    refresh_every: Duration,
+) -> bool {
+    match seen {
+        None => true,
+        Some(s) => {
+            s.account_db != account_db
+                || s.device_id != device_id
+                || now_ms.saturating_sub(s.written_ms) >= refresh_every.as_millis() as u64
+        }
+    }
+}
 
 /// The token index.
 #[derive(Debug)]
 pub struct TokenIndex {
     couch: CouchClient,
-    known: Mutex<HashSet<String>>,
+    /// By index doc id.
+    known: Mutex<HashMap<String, Seen>>,
+    refresh_every: Duration,
 }
 
 /// Doc id of a token: `<provider>:<app>:<token>` (firebase and firebase_v1 share one).
@@ -37,12 +86,31 @@ pub fn doc_id(token_type: &str, app: &str, token: &str) -> Option<String> {
 }
 
 impl TokenIndex {
-    /// An index stored through `couch`.
+    /// An index stored through `couch`, refreshing `registered_at_ms` every
+    /// [`REFRESH_EVERY`].
     pub fn new(couch: CouchClient) -> Self {
+        Self::with_refresh_every(couch, REFRESH_EVERY)
+    }
+
+    /// An index whose stored `registered_at_ms` lags by less than `refresh_every`
+    /// (tests use short intervals).
+    pub fn with_refresh_every(couch: CouchClient, refresh_every: Duration) -> Self {
         Self {
             couch,
-            known: Mutex::new(HashSet::new()),
+            known: Mutex::new(HashMap::new()),
+            refresh_every,
         }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The latest registration of index entry `id` this process saw, if any.
+    fn seen_ms(&self, id: &str) -> Option<u64> {
+        self.known().get(id).map(|s| s.seen_ms)
     }
 
     /// Creates the database if needed (best effort; logged).
@@ -53,59 +121,93 @@ impl TokenIndex {
     }
 
     /// Records that `push` (a device's push object) belongs to `device_id` in
-    /// `account_db`. Skips the write when this process already recorded it.
+    /// `account_db`, registered now. Writes only when this process has not indexed it
+    /// yet, the owner changed, or the stored `registered_at_ms` is [`REFRESH_EVERY`] old;
+    /// otherwise the registration time is kept in memory.
     pub async fn record(&self, push: &Map<String, Value>, account_db: &str, device_id: &str) {
         let field = |k: &str| push.get(k).and_then(Value::as_str).unwrap_or_default();
         let Some(id) = doc_id(field("Token-Type"), field("Token-App"), field("Token-ID")) else {
             return;
         };
-        let memo = format!("{id}\u{0}{account_db}\u{0}{device_id}");
-        if self
-            .known
-            .lock()
-            .map(|k| k.contains(&memo))
-            .unwrap_or(false)
-        {
-            return;
-        }
-        let want = json!({"account_db": account_db, "device_id": device_id});
-        let result = async {
-            // Most tokens are new: try to create the entry first (one request); only an
-            // existing entry needs the read-compare-write below.
-            let fresh = json!({"_id": id, "account_db": account_db, "device_id": device_id,
-                "registered_at_ms": crate::clock::unix_ms()});
-            match self.couch.put_doc(TOKENS_DB, &fresh).await {
-                Ok(_) => return Ok(()),
-                Err(pusher_io::couch::Error::Conflict) => {}
-                Err(e) => return Err(e),
+        let now = crate::clock::unix_ms();
+        let known_before = {
+            let mut known = self.known();
+            let entry = known.get_mut(&id);
+            let known_before = entry.is_some();
+            if !must_write(
+                entry.as_deref(),
+                account_db,
+                device_id,
+                now,
+                self.refresh_every,
+            ) {
+                if let Some(s) = entry {
+                    s.seen_ms = s.seen_ms.max(now);
+                }
+                return;
             }
-            let existing = self.couch.get_doc(TOKENS_DB, &id).await?;
-            let mut doc = existing.clone().unwrap_or_else(|| json!({"_id": id}));
-            if existing.is_some()
-                && doc["account_db"] == want["account_db"]
-                && doc["device_id"] == want["device_id"]
-            {
-                return Ok(());
-            }
-            doc["account_db"] = want["account_db"].clone();
-            doc["device_id"] = want["device_id"].clone();
-            doc["registered_at_ms"] = json!(crate::clock::unix_ms());
-            self.couch.put_doc(TOKENS_DB, &doc).await.map(|_| ())
-        }
-        .await;
+            known_before
+        };
+        let result = self
+            .write(&id, account_db, device_id, now, known_before)
+            .await;
         match result {
             Ok(()) => {
-                if let Ok(mut k) = self.known.lock() {
-                    if k.len() >= KNOWN_MAX {
-                        k.clear();
-                    }
-                    k.insert(memo);
+                let mut known = self.known();
+                if known.len() >= KNOWN_MAX && !known.contains_key(&id) {
+                    known.clear();
                 }
+                let seen = known.entry(id).or_insert_with(|| Seen {
+                    account_db: String::new(),
+                    device_id: String::new(),
+                    seen_ms: 0,
+                    written_ms: 0,
+                });
+                seen.account_db = account_db.to_string();
+                seen.device_id = device_id.to_string();
+                seen.seen_ms = seen.seen_ms.max(now);
+                seen.written_ms = now;
             }
             // A conflict means another instance indexed it at the same time: fine.
             Err(pusher_io::couch::Error::Conflict) => {}
             Err(e) => tracing::warn!(error.message = %e, device_id, "cannot index the push token"),
         }
+    }
+
+    /// Writes the index entry `id` → `(account_db, device_id)` registered at `now`.
+    /// Most tokens are new: unless this process indexed it before, the entry is created
+    /// in one request; an existing one is read, and written unless it already says
+    /// this (or a later registration).
+    async fn write(
+        &self,
+        id: &str,
+        account_db: &str,
+        device_id: &str,
+        now: u64,
+        known_before: bool,
+    ) -> Result<(), pusher_io::couch::Error> {
+        if !known_before {
+            let fresh = json!({"_id": id, "account_db": account_db, "device_id": device_id,
+                "registered_at_ms": now});
+            match self.couch.put_doc(TOKENS_DB, &fresh).await {
+                Ok(_) => return Ok(()),
+                Err(pusher_io::couch::Error::Conflict) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let existing = self.couch.get_doc(TOKENS_DB, id).await?;
+        let mut doc = existing.clone().unwrap_or_else(|| json!({"_id": id}));
+        if existing.is_some()
+            && doc["account_db"] == account_db
+            && doc["device_id"] == device_id
+            && doc["registered_at_ms"].as_u64().is_some_and(|t| t >= now)
+        {
+            return Ok(());
+        }
+        doc["account_db"] = json!(account_db);
+        doc["device_id"] = json!(device_id);
+        doc["registered_at_ms"] = json!(now);
+        self.couch.put_doc(TOKENS_DB, &doc).await.map(|_| ())
     }
 
     /// Removes the `push` object of the device holding `req`'s dead token. Returns
@@ -127,7 +229,11 @@ impl TokenIndex {
                 return false;
             }
         };
-        let registered = entry["registered_at_ms"].as_u64().unwrap_or(0);
+        // The later of the stored time and this process's own memory (see the module doc).
+        let registered = entry["registered_at_ms"]
+            .as_u64()
+            .unwrap_or(0)
+            .max(self.seen_ms(&id).unwrap_or(0));
         if let Some(ts) = invalid_since_ms
             && registered > ts
         {
@@ -158,9 +264,7 @@ impl TokenIndex {
         if let Err(e) = self.couch.put_doc(TOKENS_DB, &tombstone).await {
             tracing::debug!(error.message = %e, "token index entry not deleted");
         }
-        if let Ok(mut k) = self.known.lock() {
-            k.retain(|m| !m.starts_with(&format!("{id}\u{0}")));
-        }
+        self.known().remove(&id);
         match changed {
             Ok(UpdateOutcome::Updated { .. }) => {
                 tracing::warn!(
@@ -187,5 +291,28 @@ mod tests {
         assert_eq!(doc_id("apple", "a.b", "t").as_deref(), Some("apple:a.b:t"));
         assert_eq!(doc_id("android", "a", "t"), doc_id("firebase_v1", "a", "t"));
         assert_eq!(doc_id("pigeon", "a", "t"), None);
+    }
+
+    #[test]
+    fn registered_at_is_written_once_per_interval_or_when_the_owner_changes() {
+        let every = Duration::from_secs(900);
+        let seen = Seen {
+            account_db: "db".into(),
+            device_id: "dev".into(),
+            seen_ms: 5_000,
+            written_ms: 1_000,
+        };
+        assert!(must_write(None, "db", "dev", 1_000, every), "new token");
+        assert!(
+            !must_write(Some(&seen), "db", "dev", 1_000 + 899_999, every),
+            "a refresh within the interval stays in memory"
+        );
+        assert!(
+            must_write(Some(&seen), "db", "dev", 1_000 + 900_000, every),
+            "the stored time is refreshed once the interval has passed"
+        );
+        assert!(must_write(Some(&seen), "db", "other", 1_001, every));
+        assert!(must_write(Some(&seen), "db2", "dev", 1_001, every));
+        assert!(must_write(Some(&seen), "db", "dev", 1_001, Duration::ZERO));
     }
 }

@@ -11,7 +11,20 @@
 //! the revision of each change: our own write, cached with its revision, is not evicted
 //! by its own echo. When a feed fails (CouchDB down,
 //! database deleted) the database's entries are dropped and it is not cached again until
-//! a new watcher is up. (`_db_updates` would need one connection instead of one per
+//! a new watcher is up.
+//!
+//! **Tickets.** A read may store what it saw only with a [`Ticket`] taken before it, and
+//! only if the feed reported no change of that doc since. A ticket names the watcher
+//! that issued it by an *epoch*, unique among all watchers this cache ever ran: a
+//! ticket taken before a watcher failed never passes against its replacement (whose
+//! feed starts after changes the old ticket never saw). Emptying the cache when it is
+//! full raises every feed's floor, so no ticket taken before counts either.
+//!
+//! **Revisions.** Two registrations of one device may finish in either order. A store
+//! never replaces a cached entry written at a newer revision (CouchDB's `N-hash`, compared
+//! by `N`); when the order cannot be told (same `N`, other hash) the entry is dropped.
+//! A read that found nothing to change knows no revision: it never replaces an entry
+//! whose revision is known (that entry is either current, or the feed will evict it). (`_db_updates` would need one connection instead of one per
 //! database, but pouchdb-server does not implement it; per-database feeds work on both.)
 //!
 //! Bounds: at most [`MAX_DBS`] databases are watched (others are simply not cached) and
@@ -30,10 +43,11 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_DBS: usize = 512;
 /// Most cached devices.
 pub const MAX_ENTRIES: usize = 200_000;
-/// Long-poll wait of each watcher.
-const LONGPOLL: Duration = Duration::from_secs(25);
+/// Long-poll wait of each watcher (also how long a deleted database can go unnoticed:
+/// pouchdb-server neither ends a pending long-poll on deletion nor honours `timeout`).
+pub const LONGPOLL: Duration = Duration::from_secs(25);
 /// After a watcher failed, its database is not watched again for this long.
-const RETRY_AFTER: Duration = Duration::from_secs(5);
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// What the cache knows of a device: its `push` object, or that it has none.
 pub type CachedPush = Option<Value>;
@@ -42,24 +56,40 @@ pub type CachedPush = Option<Value>;
 enum DbState {
     /// Watcher started, `update_seq` not read yet: nothing may be stored.
     Starting,
-    /// Watcher following the feed. `generation` counts feed batches with foreign
-    /// changes; `changed` says in which generation each doc last changed, so a read of a
-    /// doc is stored only if that doc did not change since the read's ticket. Tickets
-    /// below `floor` are refused (`changed` is emptied when it grows too big).
-    Watching {
-        generation: u64,
-        changed: HashMap<String, u64>,
-        floor: u64,
-    },
+    /// Watcher following the feed.
+    Watching(Feed),
     /// Watcher failed at this time; not cached until [`RETRY_AFTER`] has passed.
     Failed(Instant),
+}
+
+/// What a live watcher has seen of its feed.
+#[derive(Debug)]
+struct Feed {
+    /// Names this watcher among every watcher the cache ever ran (never reused).
+    epoch: u64,
+    /// Counts feed batches with foreign changes.
+    generation: u64,
+    /// In which generation each doc last changed: a read of a doc is stored only if that
+    /// doc did not change since the read's ticket.
+    changed: HashMap<String, u64>,
+    /// Tickets of an older generation are refused (`changed` was emptied, or the cache).
+    floor: u64,
+}
+
+/// A cached device.
+#[derive(Debug)]
+struct Entry {
+    push: CachedPush,
+    /// The revision we wrote, if we wrote it (a read that changed nothing knows none).
+    rev: Option<String>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     dbs: HashMap<String, DbState>,
-    /// Device → (its push object, the revision we wrote, if we wrote it).
-    entries: HashMap<(String, String), (CachedPush, Option<String>)>,
+    entries: HashMap<(String, String), Entry>,
+    /// The last watcher epoch handed out.
+    epochs: u64,
 }
 
 /// The cache; clone the `Arc` into handlers.
@@ -68,20 +98,220 @@ pub struct DeviceCache {
     couch: CouchClient,
     inner: Arc<Mutex<Inner>>,
     stop: CancellationToken,
+    longpoll: Duration,
 }
 
-/// A ticket for storing what a read returned: valid only if nothing changed in the
-/// database's feed in between.
+/// A ticket for storing what a read returned: valid only while the watcher that issued
+/// it runs, and only if its feed reported no change of the doc in between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticket(u64);
+pub struct Ticket {
+    epoch: u64,
+    generation: u64,
+}
+
+/// What [`Inner::lookup`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    /// The database is watched: whether the entry matches, and a ticket.
+    Watched(bool, Ticket),
+    /// Not watched; a watcher must be started (the state is `Starting` already).
+    StartWatcher,
+    /// Not watched, and no watcher to start now.
+    NotWatched,
+}
+
+/// The `N` of a CouchDB revision `N-hash`.
+fn rev_number(rev: &str) -> Option<u64> {
+    rev.split_once('-')?.0.parse().ok()
+}
+
+/// What a store does to an existing entry of revision `old` with a new one of `new`.
+#[derive(Debug, PartialEq, Eq)]
+enum Replace {
+    Yes,
+    Keep,
+    Drop,
+}
+
+fn replace(old: Option<&str>, new: Option<&str>) -> Replace {
+    match (old, new) {
+        (None, _) => Replace::Yes,
+        (Some(_), None) => Replace::Keep,
+        (Some(o), Some(n)) if o == n => Replace::Yes,
+        (Some(o), Some(n)) => match (rev_number(o), rev_number(n)) {
+            (Some(o), Some(n)) if n > o => Replace::Yes,
+            (Some(o), Some(n)) if n < o => Replace::Keep,
+            _ => Replace::Drop,
+        },
+    }
+}
+
+impl Inner {
+    fn lookup(&mut self, db: &str, device_id: &str, wanted: &CachedPush, now: Instant) -> Found {
+        match self.dbs.get(db) {
+            Some(DbState::Watching(feed)) => {
+                let ticket = Ticket {
+                    epoch: feed.epoch,
+                    generation: feed.generation,
+                };
+                let key = (db.to_string(), device_id.to_string());
+                let same = self
+                    .entries
+                    .get(&key)
+                    .is_some_and(|e| match (&e.push, wanted) {
+                        (Some(a), Some(b)) => push_equal(a, b),
+                        (None, None) => true,
+                        _ => false,
+                    });
+                Found::Watched(same, ticket)
+            }
+            Some(DbState::Starting) => Found::NotWatched,
+            Some(DbState::Failed(at)) if now.saturating_duration_since(*at) < RETRY_AFTER => {
+                Found::NotWatched
+            }
+            _ => {
+                if self.dbs.len() < MAX_DBS || self.dbs.contains_key(db) {
+                    self.dbs.insert(db.to_string(), DbState::Starting);
+                    Found::StartWatcher
+                } else {
+                    Found::NotWatched
+                }
+            }
+        }
+    }
+
+    /// A watcher has read `update_seq`: the database is cached from now on, under a
+    /// fresh epoch. Returns the epoch (the watcher's name in [`Inner::ended`]).
+    fn watching(&mut self, db: &str) -> u64 {
+        self.epochs += 1;
+        let epoch = self.epochs;
+        self.dbs.insert(
+            db.to_string(),
+            DbState::Watching(Feed {
+                epoch,
+                generation: 0,
+                changed: HashMap::new(),
+                floor: 0,
+            }),
+        );
+        epoch
+    }
+
+    /// The watcher of `db` (of `epoch`, or one still starting when `None`) ended: the
+    /// database's entries go, and it is not cached until [`RETRY_AFTER`].
+    fn ended(&mut self, db: &str, epoch: Option<u64>, now: Instant) {
+        let ours = match (self.dbs.get(db), epoch) {
+            (Some(DbState::Watching(feed)), Some(e)) => feed.epoch == e,
+            (Some(DbState::Starting), None) => true,
+            _ => false,
+        };
+        if ours {
+            self.entries.retain(|(d, _), _| d != db);
+            self.dbs.insert(db.to_string(), DbState::Failed(now));
+        }
+    }
+
+    /// Stores `push` unless `ticket` is stale or a newer revision is cached; returns
+    /// whether it was stored.
+    fn store(
+        &mut self,
+        db: &str,
+        device_id: &str,
+        push: CachedPush,
+        rev: Option<String>,
+        ticket: Ticket,
+    ) -> bool {
+        let current = match self.dbs.get(db) {
+            Some(DbState::Watching(feed)) => {
+                ticket.epoch == feed.epoch
+                    && ticket.generation >= feed.floor
+                    && feed
+                        .changed
+                        .get(device_id)
+                        .is_none_or(|g| *g <= ticket.generation)
+            }
+            _ => false,
+        };
+        if !current {
+            return false;
+        }
+        let key = (db.to_string(), device_id.to_string());
+        match self.entries.get(&key) {
+            None => {}
+            Some(old) => match replace(old.rev.as_deref(), rev.as_deref()) {
+                Replace::Yes => {}
+                Replace::Keep => return false,
+                Replace::Drop => {
+                    self.entries.remove(&key);
+                    return false;
+                }
+            },
+        }
+        if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(&key) {
+            self.clear();
+        }
+        self.entries.insert(key, Entry { push, rev });
+        true
+    }
+
+    /// Empties the cache; tickets issued so far no longer count.
+    fn clear(&mut self) {
+        self.entries.clear();
+        for state in self.dbs.values_mut() {
+            if let DbState::Watching(feed) = state {
+                feed.generation += 1;
+                feed.floor = feed.generation;
+                feed.changed.clear();
+            }
+        }
+    }
+
+    /// A batch of `db`'s feed: `(doc id, revision)` of each change. Our own write, cached
+    /// with its revision, changes nothing; any other change evicts the doc and
+    /// invalidates the tickets of reads in flight. Returns how many were foreign.
+    fn feed_batch(&mut self, db: &str, changes: &[(String, String)]) -> usize {
+        let mut foreign = Vec::new();
+        for (id, rev) in changes {
+            let key = (db.to_string(), id.clone());
+            let own = self
+                .entries
+                .get(&key)
+                .is_some_and(|e| !rev.is_empty() && e.rev.as_deref() == Some(rev.as_str()));
+            if !own {
+                self.entries.remove(&key);
+                foreign.push(id.clone());
+            }
+        }
+        if let Some(DbState::Watching(feed)) = self.dbs.get_mut(db)
+            && !foreign.is_empty()
+        {
+            feed.generation += 1;
+            if feed.changed.len() + foreign.len() > MAX_ENTRIES {
+                feed.changed.clear();
+                feed.floor = feed.generation;
+            }
+            for id in &foreign {
+                feed.changed.insert(id.clone(), feed.generation);
+            }
+        }
+        foreign.len()
+    }
+}
 
 impl DeviceCache {
     /// An empty cache; its watchers end when `stop` fires.
     pub fn new(couch: CouchClient, stop: CancellationToken) -> Self {
+        Self::with_longpoll(couch, stop, LONGPOLL)
+    }
+
+    /// Like [`DeviceCache::new`], each watcher long-polling for `longpoll` (tests use a
+    /// short one to see a feed fail quickly).
+    pub fn with_longpoll(couch: CouchClient, stop: CancellationToken, longpoll: Duration) -> Self {
         Self {
             couch,
             inner: Arc::default(),
             stop,
+            longpoll,
         }
     }
 
@@ -93,38 +323,21 @@ impl DeviceCache {
     /// as [`push_equal`] does, without copying), with a ticket for storing a fresh read.
     /// Starts watching the database when it is not watched yet (then `(false, None)`).
     pub fn lookup(&self, db: &str, device_id: &str, wanted: &CachedPush) -> (bool, Option<Ticket>) {
-        let mut inner = self.lock();
-        match inner.dbs.get(db) {
-            Some(DbState::Watching { generation, .. }) => {
-                let ticket = Ticket(*generation);
-                let key = (db.to_string(), device_id.to_string());
-                let same =
-                    inner
-                        .entries
-                        .get(&key)
-                        .is_some_and(|(cached, _)| match (cached, wanted) {
-                            (Some(a), Some(b)) => push_equal(a, b),
-                            (None, None) => true,
-                            _ => false,
-                        });
-                (same, Some(ticket))
-            }
-            Some(DbState::Starting) => (false, None),
-            Some(DbState::Failed(at)) if at.elapsed() < RETRY_AFTER => (false, None),
-            _ => {
-                if inner.dbs.len() < MAX_DBS || inner.dbs.contains_key(db) {
-                    inner.dbs.insert(db.to_string(), DbState::Starting);
-                    drop(inner);
-                    self.spawn_watcher(db.to_string());
-                }
+        let found = self.lock().lookup(db, device_id, wanted, Instant::now());
+        match found {
+            Found::Watched(same, ticket) => (same, Some(ticket)),
+            Found::StartWatcher => {
+                self.spawn_watcher(db.to_string());
                 (false, None)
             }
+            Found::NotWatched => (false, None),
         }
     }
 
-    /// Stores what a read or write established, unless the feed evicted anything of this
-    /// database since `ticket` was issued. `written_rev` is the revision of our own
-    /// write: when the feed reports exactly that revision, the entry stays.
+    /// Stores what a read or write established, unless the feed evicted this doc since
+    /// `ticket` was issued, the watcher that issued it has ended, or a newer revision is
+    /// cached. `written_rev` is the revision of our own write (`None`: a read that
+    /// changed nothing): when the feed reports exactly that revision, the entry stays.
     pub fn store(
         &self,
         db: &str,
@@ -133,27 +346,13 @@ impl DeviceCache {
         written_rev: Option<String>,
         ticket: Ticket,
     ) {
-        let mut inner = self.lock();
-        let current = match inner.dbs.get(db) {
-            Some(DbState::Watching { changed, floor, .. }) => {
-                ticket.0 >= *floor && changed.get(device_id).is_none_or(|g| *g <= ticket.0)
-            }
-            _ => false,
-        };
-        if !current {
+        if !self.lock().store(db, device_id, push, written_rev, ticket) {
             tracing::trace!(
                 db,
                 device_id,
-                "device cache: read raced with a change; not stored"
+                "device cache: stale ticket or newer revision cached; not stored"
             );
-            return;
         }
-        if inner.entries.len() >= MAX_ENTRIES {
-            inner.entries.clear();
-        }
-        inner
-            .entries
-            .insert((db.to_string(), device_id.to_string()), (push, written_rev));
     }
 
     /// Number of cached devices (for tests and metrics).
@@ -166,26 +365,41 @@ impl DeviceCache {
         self.len() == 0
     }
 
+    /// Whether a watcher follows `db`'s feed now (entries of `db` can be stored).
+    pub fn is_watching(&self, db: &str) -> bool {
+        matches!(self.lock().dbs.get(db), Some(DbState::Watching(_)))
+    }
+
     fn spawn_watcher(&self, db: String) {
         let couch = self.couch.clone();
         let inner = self.inner.clone();
         let stop = self.stop.clone();
+        let longpoll = self.longpoll;
         tokio::spawn(async move {
+            let mut epoch = None;
             tokio::select! {
-                reason = watch(&couch, &inner, &db) => {
+                reason = watch(&couch, &inner, &db, longpoll, &mut epoch) => {
                     tracing::debug!(db = %db, reason = %reason, "device cache: feed ended; database no longer cached");
                 }
                 () = stop.cancelled() => {}
             }
-            let mut guard = inner.lock().unwrap_or_else(PoisonError::into_inner);
-            guard.entries.retain(|(d, _), _| d != &db);
-            guard.dbs.insert(db, DbState::Failed(Instant::now()));
+            inner
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .ended(&db, epoch, Instant::now());
         });
     }
 }
 
-/// Follows one database's feed, evicting changed docs; returns why it stopped.
-async fn watch(couch: &CouchClient, inner: &Mutex<Inner>, db: &str) -> String {
+/// Follows one database's feed, evicting changed docs; returns why it stopped. `epoch`
+/// is set once the watcher is live.
+async fn watch(
+    couch: &CouchClient,
+    inner: &Mutex<Inner>,
+    db: &str,
+    longpoll: Duration,
+    epoch: &mut Option<u64>,
+) -> String {
     let since = match couch.db_info(db).await {
         Ok(Some(info)) => match info.get("update_seq") {
             Some(seq) => seq.clone(),
@@ -194,59 +408,32 @@ async fn watch(couch: &CouchClient, inner: &Mutex<Inner>, db: &str) -> String {
         Ok(None) => return "database does not exist".into(),
         Err(e) => return e.to_string(),
     };
-    {
-        let mut guard = inner.lock().unwrap_or_else(PoisonError::into_inner);
-        guard.dbs.insert(
-            db.to_string(),
-            DbState::Watching {
-                generation: 0,
-                changed: HashMap::new(),
-                floor: 0,
-            },
-        );
-    }
+    *epoch = Some(
+        inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .watching(db),
+    );
     tracing::debug!(db, "device cache: following the database's changes");
     let mut since = since;
     loop {
-        match couch.changes_longpoll(db, &since, LONGPOLL).await {
+        match couch.changes_longpoll(db, &since, longpoll).await {
             Ok(Some(batch)) => {
                 if !batch.ids.is_empty() {
-                    let mut guard = inner.lock().unwrap_or_else(PoisonError::into_inner);
-                    // Our own write, already cached with its revision, changes nothing;
-                    // any other change evicts the doc and invalidates reads in flight.
-                    let mut foreign = Vec::new();
-                    for (i, id) in batch.ids.iter().enumerate() {
-                        let key = (db.to_string(), id.clone());
-                        let rev = batch.revs.get(i).map(String::as_str).unwrap_or("");
-                        let own = guard
-                            .entries
-                            .get(&key)
-                            .is_some_and(|(_, r)| !rev.is_empty() && r.as_deref() == Some(rev));
-                        if !own {
-                            guard.entries.remove(&key);
-                            foreign.push(id.clone());
-                        }
-                    }
-                    if let Some(DbState::Watching {
-                        generation,
-                        changed,
-                        floor,
-                    }) = guard.dbs.get_mut(db)
-                        && !foreign.is_empty()
-                    {
-                        *generation += 1;
-                        if changed.len() + foreign.len() > MAX_ENTRIES {
-                            changed.clear();
-                            *floor = *generation;
-                        }
-                        for id in &foreign {
-                            changed.insert(id.clone(), *generation);
-                        }
-                    }
+                    let changes: Vec<(String, String)> = batch
+                        .ids
+                        .iter()
+                        .enumerate()
+                        .map(|(i, id)| (id.clone(), batch.revs.get(i).cloned().unwrap_or_default()))
+                        .collect();
+                    let foreign = inner
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .feed_batch(db, &changes);
                     tracing::trace!(
                         db,
-                        changed = batch.ids.len(),
-                        foreign = foreign.len(),
+                        changed = changes.len(),
+                        foreign,
                         "device cache: feed batch"
                     );
                 }
@@ -255,5 +442,153 @@ async fn watch(couch: &CouchClient, inner: &Mutex<Inner>, db: &str) -> String {
             Ok(None) => return "database deleted".into(),
             Err(e) => return e.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const DB: &str = "account%2Fab%2Fcd%2Fef";
+
+    fn push(token: &str) -> CachedPush {
+        Some(json!({"Token-App": "org.x", "Token-Type": "apple", "Token-ID": token}))
+    }
+
+    /// A cache whose watcher of `DB` is live; returns its epoch.
+    fn watched(inner: &mut Inner, now: Instant) -> u64 {
+        assert_eq!(inner.lookup(DB, "d", &None, now), Found::StartWatcher);
+        inner.watching(DB)
+    }
+
+    fn ticket(inner: &mut Inner, now: Instant) -> Ticket {
+        match inner.lookup(DB, "d", &None, now) {
+            Found::Watched(_, t) => t,
+            other => panic!("not watched: {other:?}"),
+        }
+    }
+
+    fn hit(inner: &mut Inner, wanted: &CachedPush, now: Instant) -> bool {
+        matches!(inner.lookup(DB, "d", wanted, now), Found::Watched(true, _))
+    }
+
+    #[test]
+    fn a_ticket_from_before_a_watcher_failed_never_passes_against_its_replacement() {
+        let mut inner = Inner::default();
+        let t0 = Instant::now();
+        let first = watched(&mut inner, t0);
+        // A registration reads the device (push A) with this ticket ...
+        let stale = ticket(&mut inner, t0);
+        // ... the feed fails (its changes are lost) and a new watcher takes over.
+        inner.ended(DB, Some(first), t0);
+        assert_eq!(inner.lookup(DB, "d", &None, t0), Found::NotWatched);
+        let later = t0 + RETRY_AFTER;
+        let second = watched(&mut inner, later);
+        assert_ne!(first, second);
+        // Both watchers are at generation 0: only the epoch tells the tickets apart.
+        let fresh = ticket(&mut inner, later);
+        assert_eq!(stale.generation, fresh.generation);
+        assert!(!inner.store(DB, "d", push("A"), None, stale));
+        assert!(!hit(&mut inner, &push("A"), later), "stale push cached");
+        assert!(inner.store(DB, "d", push("B"), None, fresh));
+        assert!(hit(&mut inner, &push("B"), later));
+    }
+
+    #[test]
+    fn the_end_of_an_old_watcher_does_not_touch_its_replacement() {
+        let mut inner = Inner::default();
+        let t0 = Instant::now();
+        let first = watched(&mut inner, t0);
+        inner.ended(DB, Some(first), t0);
+        let later = t0 + RETRY_AFTER;
+        watched(&mut inner, later);
+        let t = ticket(&mut inner, later);
+        assert!(inner.store(DB, "d", push("A"), None, t));
+        inner.ended(DB, Some(first), later);
+        inner.ended(DB, None, later);
+        assert!(hit(&mut inner, &push("A"), later));
+        assert_eq!(inner.entries.len(), 1);
+    }
+
+    #[test]
+    fn an_older_revision_never_replaces_a_newer_one() {
+        let mut inner = Inner::default();
+        let now = Instant::now();
+        watched(&mut inner, now);
+        let t = ticket(&mut inner, now);
+        // Two registrations of one device finish out of order: rev 3 first, then rev 2.
+        assert!(inner.store(DB, "d", push("new"), Some("3-c".into()), t));
+        assert!(!inner.store(DB, "d", push("old"), Some("2-b".into()), t));
+        assert!(hit(&mut inner, &push("new"), now));
+        // A read that changed nothing knows no revision: it cannot replace rev 3.
+        assert!(!inner.store(DB, "d", push("old"), None, t));
+        assert!(hit(&mut inner, &push("new"), now));
+        // Rev 10 is newer than rev 3 (numbers, not strings).
+        assert!(inner.store(DB, "d", push("ten"), Some("10-a".into()), t));
+        assert!(hit(&mut inner, &push("ten"), now));
+        // Same number, other hash: the order is unknown, the entry goes.
+        assert!(!inner.store(DB, "d", push("twin"), Some("10-b".into()), t));
+        assert!(inner.entries.is_empty());
+        // A write replaces what a read cached.
+        assert!(inner.store(DB, "d", push("read"), None, t));
+        assert!(inner.store(DB, "d", push("write"), Some("11-a".into()), t));
+        assert!(hit(&mut inner, &push("write"), now));
+    }
+
+    #[test]
+    fn revision_order_table() {
+        assert_eq!(replace(None, None), Replace::Yes);
+        assert_eq!(replace(None, Some("1-a")), Replace::Yes);
+        assert_eq!(replace(Some("1-a"), None), Replace::Keep);
+        assert_eq!(replace(Some("1-a"), Some("1-a")), Replace::Yes);
+        assert_eq!(replace(Some("9-a"), Some("10-a")), Replace::Yes);
+        assert_eq!(replace(Some("10-a"), Some("9-a")), Replace::Keep);
+        assert_eq!(replace(Some("2-a"), Some("2-b")), Replace::Drop);
+        assert_eq!(replace(Some("junk"), Some("2-b")), Replace::Drop);
+    }
+
+    #[test]
+    fn the_feed_evicts_foreign_changes_and_keeps_our_own_echo() {
+        let mut inner = Inner::default();
+        let now = Instant::now();
+        watched(&mut inner, now);
+        let t = ticket(&mut inner, now);
+        assert!(inner.store(DB, "d", push("A"), Some("2-x".into()), t));
+        // The echo of our own write changes nothing.
+        assert_eq!(inner.feed_batch(DB, &[("d".into(), "2-x".into())]), 0);
+        assert!(hit(&mut inner, &push("A"), now));
+        // Someone else's write evicts it, and a read that began before is not stored.
+        assert_eq!(inner.feed_batch(DB, &[("d".into(), "3-y".into())]), 1);
+        assert!(!hit(&mut inner, &push("A"), now));
+        assert!(!inner.store(DB, "d", push("A"), None, t));
+        let after = ticket(&mut inner, now);
+        assert!(inner.store(DB, "d", push("B"), None, after));
+        // A change of another doc does not stop this one's reads.
+        assert_eq!(inner.feed_batch(DB, &[("other".into(), "1-z".into())]), 1);
+        assert!(inner.store(DB, "d", push("C"), Some("4-a".into()), after));
+    }
+
+    #[test]
+    fn emptying_a_full_cache_voids_every_earlier_ticket() {
+        let mut inner = Inner::default();
+        let now = Instant::now();
+        watched(&mut inner, now);
+        let before = ticket(&mut inner, now);
+        inner.clear();
+        assert!(!inner.store(DB, "d", push("A"), None, before));
+        let after = ticket(&mut inner, now);
+        assert!(inner.store(DB, "d", push("A"), None, after));
+    }
+
+    #[test]
+    fn nothing_is_stored_while_not_watching() {
+        let mut inner = Inner::default();
+        let now = Instant::now();
+        let epoch = watched(&mut inner, now);
+        let t = ticket(&mut inner, now);
+        inner.ended(DB, Some(epoch), now);
+        assert!(!inner.store(DB, "d", push("A"), None, t));
+        assert!(inner.entries.is_empty());
     }
 }

@@ -2,6 +2,7 @@
 //! (one test binary for the crate; see `helpers` for isolation).
 
 mod binary;
+mod cache;
 mod config_reload;
 mod ctl;
 mod faults;
