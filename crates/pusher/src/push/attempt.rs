@@ -4,6 +4,13 @@
 //! Classification and retry timing are pure (`pusher_core::outcome`); this module only
 //! sends, records the provider latency and sleeps between attempts. The caller bounds the
 //! whole loop with the push's hard deadline, so a slow attempt cannot outlive it either.
+//!
+//! Credentials: a refused one (FCM 401, APNs `403 ExpiredProviderToken`) is renewed by
+//! the [`CredentialTag`] its response carried, so the next attempt carries a new access
+//! token or JWT, and a burst of pushes refused the same credential renews it once. An
+//! OAuth token endpoint that refuses the service account (`oauth:<code>`, a revoked or
+//! deleted key) settles the push at once; one that is unreachable, slow or failing is
+//! retried like any transport error.
 
 use std::time::{Duration, Instant};
 
