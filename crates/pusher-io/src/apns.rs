@@ -151,6 +151,8 @@ impl std::fmt::Debug for TokenSigner {
 pub const MIN_TOKEN_REFRESH: Duration = Duration::from_secs(20 * 60);
 /// Longest token life Apple accepts (older → 403 ExpiredProviderToken).
 pub const MAX_TOKEN_REFRESH: Duration = Duration::from_secs(60 * 60);
+/// How far ahead of the clock a renewed token's `iat` may run (see `bearer_at`).
+const MAX_IAT_LEAD_SECS: u64 = 5;
 
 impl TokenSigner {
     /// A signer for `team_id`/`key_id` with the `.p8` PEM; `refresh_minutes` is clamped to
@@ -215,15 +217,18 @@ impl TokenSigner {
         {
             return Ok((jwt.clone(), *tag));
         }
-        let mut iat = now
+        let now_secs = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default();
-        if iat == cached.last_iat {
-            // ES256 here is deterministic (RFC 6979): the same second would give the very
-            // JWT APNs just refused. One second ahead is within Apple's tolerance.
-            iat += 1;
-        }
+        // ES256 here is deterministic (RFC 6979): a JWT signed again within the same
+        // second would be the very one APNs just refused. So `iat` only grows, running at
+        // most a few seconds ahead when renewals come faster than one a second (which
+        // only a clock APNs disagrees with can cause; a new JWT cannot help then).
+        let iat = cached
+            .last_iat
+            .saturating_add(1)
+            .clamp(now_secs, now_secs + MAX_IAT_LEAD_SECS);
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.key_id.clone());
         let claims = serde_json::json!({ "iss": self.team_id, "iat": iat });
@@ -336,9 +341,10 @@ impl Client {
         let mut credential = None;
         if let Some(signer) = &self.signer {
             let (jwt, tag) = signer.bearer()?;
-            let mut value = HeaderValue::from_str(&format!("bearer {jwt}"))
+            // Not marked sensitive: HPACK then indexes the JWT, which is the same for
+            // every push on this connection for up to an hour.
+            let value = HeaderValue::from_str(&format!("bearer {jwt}"))
                 .map_err(|_| Error::TokenKey("the provider token is not a header value".into()))?;
-            value.set_sensitive(true);
             rb = rb.header(reqwest::header::AUTHORIZATION, value);
             credential = Some(tag);
         }
@@ -440,6 +446,39 @@ mod tests {
         let tags: std::collections::HashSet<_> = after.iter().map(|(_, t)| *t).collect();
         assert_eq!(tags.len(), 1, "every push retries with the same new JWT");
         assert!(!tags.contains(&refused));
+    }
+
+    #[test]
+    fn renewals_within_one_second_still_give_new_tokens() {
+        let signer = TokenSigner::new("ABCDE12345", "ABCDE12345", P8, 55).expect("signer");
+        // An hour ahead of the signing in `new`, on a whole second.
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 3600;
+        let now = UNIX_EPOCH + Duration::from_secs(secs);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..4 {
+            let (jwt, tag) = signer.bearer_at(now).expect("sign");
+            assert!(seen.insert(jwt), "a new JWT each renewal");
+            signer.renew(tag);
+        }
+        // Past the lead, no further ahead of the clock.
+        for _ in 0..10 {
+            let (_, tag) = signer.bearer_at(now).expect("sign");
+            signer.renew(tag);
+        }
+        let (jwt, _) = signer.bearer_at(now).expect("sign");
+        let claims = jwt.split('.').nth(1).expect("claims");
+        use base64::Engine as _;
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(claims)
+                .expect("b64"),
+        )
+        .expect("json");
+        assert_eq!(claims["iat"], secs + MAX_IAT_LEAD_SECS);
     }
 
     #[test]
