@@ -101,7 +101,7 @@ async fn a_hung_token_endpoint_is_one_request_and_holds_no_caller() {
         TokenReply::Issue.delayed(Duration::MAX),
         TokenReply::Issue,
     ]);
-    let timeout = Duration::from_secs(2);
+    let timeout = Duration::from_secs(4);
     let client = Arc::new(fcm_client(&mock, &sa, None, timeout));
     let started = Instant::now();
 
