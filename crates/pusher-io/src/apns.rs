@@ -8,9 +8,12 @@
 //!   keys is refused: Kazoo used the first, reqwest would use the last.
 //! - Token auth: an ES256 JWT from the `.p8` key, one cached token per (team, key),
 //!   reused until it is `refresh` old (Apple: no more than every 20 min, no less than
-//!   every 60 min).
+//!   every 60 min). After `403 ExpiredProviderToken` the caller hands the refused token's
+//!   [`CredentialTag`] to [`Client::renew`]: the next request signs a new JWT, and a burst
+//!   of 403s for the same JWT signs one, not one per push.
 //! - Extra roots are *added* to the system roots (`PUSHER_EXTRA_CA_FILE`); server TLS is
-//!   always verified.
+//!   always verified; connect and whole-request timeouts on every request
+//!   ([`crate::provider`]).
 //! - One client = one HTTP/2 connection with keep-alive pings; requests multiplex on it.
 //!
 //! Building the request (headers, payload) is pure and lives in `pusher_core::apns`; this
@@ -23,6 +26,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pusher_core::apns::ApnsRequest;
 use pusher_core::secret::Secret;
 use reqwest::header::{HeaderName, HeaderValue};
+
+pub use crate::provider::CredentialTag;
+use crate::provider::{client_builder, describe};
 
 /// Errors of the APNs adapter.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +61,8 @@ pub struct Response {
     pub retry_after: Option<String>,
     /// `apns-id` header echoed by APNs.
     pub apns_id: Option<String>,
+    /// The provider token the request carried (token auth), for [`Client::renew`].
+    pub credential: Option<CredentialTag>,
 }
 
 /// Checks that a Kazoo certificate PEM holds exactly one certificate chain start and one
@@ -116,7 +124,17 @@ pub struct TokenSigner {
     key_id: String,
     key: EncodingKey,
     refresh: Duration,
-    cached: Mutex<Option<(String, SystemTime)>>,
+    cached: Mutex<Cached>,
+}
+
+/// The signer's current token and the tag the next one gets.
+#[derive(Default)]
+struct Cached {
+    /// JWT, when it was signed, its tag.
+    current: Option<(String, SystemTime, CredentialTag)>,
+    signed: u64,
+    /// `iat` of the last JWT signed.
+    last_iat: u64,
 }
 
 impl std::fmt::Debug for TokenSigner {
@@ -133,6 +151,8 @@ impl std::fmt::Debug for TokenSigner {
 pub const MIN_TOKEN_REFRESH: Duration = Duration::from_secs(20 * 60);
 /// Longest token life Apple accepts (older → 403 ExpiredProviderToken).
 pub const MAX_TOKEN_REFRESH: Duration = Duration::from_secs(60 * 60);
+/// How far ahead of the clock a renewed token's `iat` may run (see `bearer_at`).
+const MAX_IAT_LEAD_SECS: u64 = 5;
 
 impl TokenSigner {
     /// A signer for `team_id`/`key_id` with the `.p8` PEM; `refresh_minutes` is clamped to
@@ -161,7 +181,7 @@ impl TokenSigner {
             key_id: key_id.to_string(),
             key,
             refresh,
-            cached: Mutex::new(None),
+            cached: Mutex::new(Cached::default()),
         };
         // Sign once now so a bad key fails at configuration time, not at the first call.
         signer.bearer_at(SystemTime::now())?;
@@ -178,43 +198,63 @@ impl TokenSigner {
         &self.key_id
     }
 
-    /// The current token, regenerated when older than the refresh period.
-    pub fn bearer(&self) -> Result<String> {
+    /// The current token and its tag, regenerated when older than the refresh period or
+    /// after [`TokenSigner::renew`].
+    pub fn bearer(&self) -> Result<(String, CredentialTag)> {
         self.bearer_at(SystemTime::now())
     }
 
     /// [`TokenSigner::bearer`] with an injected clock (for tests).
-    pub fn bearer_at(&self, now: SystemTime) -> Result<String> {
+    pub fn bearer_at(&self, now: SystemTime) -> Result<(String, CredentialTag)> {
+        // Held while signing: concurrent callers after a renewal wait for one new JWT
+        // instead of each signing their own (one ES256 signature is quick).
         let mut cached = self
             .cached
             .lock()
             .map_err(|_| Error::TokenKey("token cache poisoned".into()))?;
-        if let Some((jwt, issued)) = cached.as_ref()
+        if let Some((jwt, issued, tag)) = cached.current.as_ref()
             && now.duration_since(*issued).unwrap_or_default() < self.refresh
         {
-            return Ok(jwt.clone());
+            return Ok((jwt.clone(), *tag));
         }
-        let iat = now
+        let now_secs = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default();
+        // ES256 here is deterministic (RFC 6979): a JWT signed again within the same
+        // second would be the very one APNs just refused. So `iat` only grows, running at
+        // most a few seconds ahead when renewals come faster than one a second (which
+        // only a clock APNs disagrees with can cause; a new JWT cannot help then).
+        let iat = cached
+            .last_iat
+            .saturating_add(1)
+            .clamp(now_secs, now_secs + MAX_IAT_LEAD_SECS);
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.key_id.clone());
         let claims = serde_json::json!({ "iss": self.team_id, "iat": iat });
         let jwt = jsonwebtoken::encode(&header, &claims, &self.key)
             .map_err(|e| Error::TokenKey(format!("cannot sign the provider token: {e}")))?;
-        *cached = Some((jwt.clone(), now));
-        Ok(jwt)
+        cached.signed += 1;
+        cached.last_iat = iat;
+        let tag = CredentialTag(cached.signed);
+        cached.current = Some((jwt.clone(), now, tag));
+        Ok((jwt, tag))
     }
 
-    /// After `ExpiredProviderToken`: drop the cached token unless it is younger than
-    /// Apple's minimum refresh interval (so a storm of 403s cannot cause a token storm).
-    pub fn expire(&self, now: SystemTime) {
-        if let Ok(mut cached) = self.cached.lock()
-            && let Some((_, issued)) = cached.as_ref()
-            && now.duration_since(*issued).unwrap_or_default() >= MIN_TOKEN_REFRESH
-        {
-            *cached = None;
+    /// APNs refused the token tagged `refused` (`403 ExpiredProviderToken`): drop it if it
+    /// is still the current one, so the next request signs a new JWT. A refusal of an
+    /// older token (another push already renewed it) changes nothing, so a burst of 403s
+    /// for one JWT signs one new JWT, not one per push. Returns whether it was dropped.
+    pub fn renew(&self, refused: CredentialTag) -> bool {
+        let Ok(mut cached) = self.cached.lock() else {
+            return false;
+        };
+        match cached.current {
+            Some((_, _, tag)) if tag == refused => {
+                cached.current = None;
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -243,22 +283,15 @@ pub struct Client {
 impl Client {
     /// Builds the client (no I/O: the connection opens with the first request).
     pub fn new(cfg: ClientConfig) -> Result<Self> {
-        crate::ensure_crypto_provider();
-        let mut b = reqwest::Client::builder()
+        let mut b = client_builder(cfg.extra_roots_pem.as_deref(), cfg.request_timeout)
+            .map_err(Error::Client)?
             .http2_prior_knowledge()
             .https_only(true)
-            .timeout(cfg.request_timeout)
-            .connect_timeout(Duration::from_secs(5))
             // APNs wants long-lived connections; pings detect dead ones early.
             .http2_keep_alive_interval(Duration::from_secs(60))
             .http2_keep_alive_timeout(Duration::from_secs(10))
             .http2_keep_alive_while_idle(true)
             .pool_idle_timeout(None);
-        if let Some(pem) = &cfg.extra_roots_pem {
-            let roots = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| Error::Client(format!("extra CA file is not PEM: {e}")))?;
-            b = b.tls_certs_merge(roots);
-        }
         let mut signer = None;
         match cfg.auth {
             Auth::Certificate { pem } => {
@@ -282,6 +315,13 @@ impl Client {
         self.signer.as_ref()
     }
 
+    /// APNs refused the provider token `refused` carried (`ExpiredProviderToken`): the
+    /// next request carries a freshly signed one ([`TokenSigner::renew`]). `false` for a
+    /// certificate client, which has nothing to renew.
+    pub fn renew(&self, refused: CredentialTag) -> bool {
+        self.signer.as_ref().is_some_and(|s| s.renew(refused))
+    }
+
     /// Sends one push; HTTP errors are a [`Response`], only transport failures are `Err`.
     pub async fn send(&self, req: &ApnsRequest) -> Result<Response> {
         let mut rb = self
@@ -298,11 +338,15 @@ impl Client {
             };
             rb = rb.header(n, v);
         }
+        let mut credential = None;
         if let Some(signer) = &self.signer {
-            rb = rb.header(
-                reqwest::header::AUTHORIZATION,
-                format!("bearer {}", signer.bearer()?),
-            );
+            let (jwt, tag) = signer.bearer()?;
+            // Not marked sensitive: HPACK then indexes the JWT, which is the same for
+            // every push on this connection for up to an hour.
+            let value = HeaderValue::from_str(&format!("bearer {jwt}"))
+                .map_err(|_| Error::TokenKey("the provider token is not a header value".into()))?;
+            rb = rb.header(reqwest::header::AUTHORIZATION, value);
+            credential = Some(tag);
         }
         let resp = rb
             .send()
@@ -327,29 +371,9 @@ impl Client {
             body,
             retry_after,
             apns_id,
+            credential,
         })
     }
-}
-
-/// A transport error as one line, with its causes, without the URL (which holds the
-/// device token).
-pub(crate) fn describe(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else {
-        "request"
-    };
-    let mut s = kind.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
 }
 
 #[cfg(test)]
@@ -379,6 +403,94 @@ mod tests {
             pem: Secret::new(format!("{CERT}{KEY1}")),
         };
         assert!(!format!("{a:?}").contains("MIIE"));
+    }
+
+    const P8: &[u8] = include_bytes!("../../pusher-core/tests/data/token-key.p8");
+
+    #[test]
+    fn a_refused_token_is_renewed_once() {
+        let signer = TokenSigner::new("ABCDE12345", "ABCDE12345", P8, 55).expect("signer");
+        let (jwt1, tag1) = signer.bearer().expect("sign");
+        assert_eq!(signer.bearer().expect("cached"), (jwt1.clone(), tag1));
+        assert!(signer.renew(tag1), "the current token is dropped");
+        assert!(!signer.renew(tag1), "already renewed");
+        let (jwt2, tag2) = signer.bearer().expect("sign again");
+        assert_ne!(tag2, tag1);
+        assert_ne!(jwt2, jwt1, "a freshly signed JWT");
+        // A late refusal of the old token keeps the new one.
+        assert!(!signer.renew(tag1));
+        assert_eq!(signer.bearer().expect("cached").1, tag2);
+    }
+
+    #[test]
+    fn a_burst_of_refusals_signs_one_new_token() {
+        let signer = TokenSigner::new("ABCDE12345", "ABCDE12345", P8, 55).expect("signer");
+        let (_, refused) = signer.bearer().expect("sign");
+        let barrier = std::sync::Barrier::new(32);
+        let after: Vec<(bool, CredentialTag)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..32)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        let dropped = signer.renew(refused);
+                        (dropped, signer.bearer().expect("sign").1)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        assert_eq!(after.iter().filter(|(dropped, _)| *dropped).count(), 1);
+        let tags: std::collections::HashSet<_> = after.iter().map(|(_, t)| *t).collect();
+        assert_eq!(tags.len(), 1, "every push retries with the same new JWT");
+        assert!(!tags.contains(&refused));
+    }
+
+    #[test]
+    fn renewals_within_one_second_still_give_new_tokens() {
+        let signer = TokenSigner::new("ABCDE12345", "ABCDE12345", P8, 55).expect("signer");
+        // An hour ahead of the signing in `new`, on a whole second.
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 3600;
+        let now = UNIX_EPOCH + Duration::from_secs(secs);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..4 {
+            let (jwt, tag) = signer.bearer_at(now).expect("sign");
+            assert!(seen.insert(jwt), "a new JWT each renewal");
+            signer.renew(tag);
+        }
+        // Past the lead, no further ahead of the clock.
+        for _ in 0..10 {
+            let (_, tag) = signer.bearer_at(now).expect("sign");
+            signer.renew(tag);
+        }
+        let (jwt, _) = signer.bearer_at(now).expect("sign");
+        let claims = jwt.split('.').nth(1).expect("claims");
+        use base64::Engine as _;
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(claims)
+                .expect("b64"),
+        )
+        .expect("json");
+        assert_eq!(claims["iat"], secs + MAX_IAT_LEAD_SECS);
+    }
+
+    #[test]
+    fn tokens_are_resigned_after_the_refresh_period() {
+        let signer = TokenSigner::new("ABCDE12345", "ABCDE12345", P8, 5).expect("signer");
+        let t0 = SystemTime::now();
+        let (_, first) = signer.bearer_at(t0).expect("sign");
+        // Clamped to Apple's 20-minute minimum.
+        let later = t0 + MIN_TOKEN_REFRESH - Duration::from_secs(1);
+        assert_eq!(signer.bearer_at(later).expect("cached").1, first);
+        let (_, second) = signer.bearer_at(t0 + MIN_TOKEN_REFRESH).expect("re-signed");
+        assert_ne!(second, first);
     }
 
     #[test]

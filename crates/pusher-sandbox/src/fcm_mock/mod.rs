@@ -31,6 +31,10 @@
 //!   `POST /_mock/clear`, `POST /_mock/revoke`.
 //! - **Hostile providers** (issue #12): `token_latency` of [`Duration::MAX`] makes the
 //!   token endpoint accept and never answer; a script of `FcmReply::delayed` answers late.
+//!   [`MockFcm::script_token_endpoint`] scripts the token endpoint itself ([`TokenReply`]:
+//!   refuse with an OAuth error, fail with a 5xx, hang, then recover), and
+//!   [`MockFcm::remove_service_account`] deletes an account (its key is then refused
+//!   with `invalid_grant`, as Google refuses a revoked or deleted key).
 //!   Either way only that request waits: each connection, and each h2 stream, is served
 //!   by its own task. [`MockFcm::requests_by_path`] and [`MockFcm::unanswered`] count
 //!   the requests still waiting.
@@ -59,16 +63,19 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
+pub use oauth::TokenReply;
 pub use replies::{FcmReceived, FcmReply};
 
 use crate::apns_mock::ApnsRecorder;
 use crate::mock_util::serve::{self, Listening};
 use crate::mock_util::{Recorder, Scripts, Tally, lock};
 use crate::pki::TestPki;
-use oauth::{Account, Issued, token_endpoint};
+use oauth::{Account, Issued, scripted_token_endpoint, token_endpoint};
 use replies::google_error;
 use send::send;
 
+/// Key of the token endpoint's script in [`Scripts`].
+const TOKEN_SCRIPT: &str = "/token";
 /// Largest request body the mock reads.
 const READ_LIMIT: usize = 256 * 1024;
 /// `@type` of the FCM error detail.
@@ -142,6 +149,7 @@ struct State {
     tally: Tally,
     received: Recorder<FcmReceived>,
     scripts: Scripts<FcmReply>,
+    token_script: Scripts<TokenReply>,
 }
 
 impl State {
@@ -177,6 +185,7 @@ impl MockFcm {
             tally: Tally::default(),
             received: Recorder::new(),
             scripts: Scripts::new(),
+            token_script: Scripts::new(),
         });
         let served = state.clone();
         let listening =
@@ -210,6 +219,28 @@ impl MockFcm {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(client_email, account);
         Ok(())
+    }
+
+    /// Delete a registered account (by `client_email`): its assertions are refused from
+    /// now on with 400 `invalid_grant`, and the tokens it holds stop working. Returns
+    /// whether it was registered.
+    pub fn remove_service_account(&self, client_email: &str) -> bool {
+        let removed = self
+            .state
+            .accounts
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(client_email)
+            .is_some();
+        lock(&self.state.tokens).retain(|_, issued| issued.client_email != client_email);
+        removed
+    }
+
+    /// Script the token endpoint: each `POST /token` takes the next reply, the last one
+    /// repeats; an empty list restores the normal behaviour. Applies after
+    /// [`FcmMockConfig::token_latency`].
+    pub fn script_token_endpoint(&self, replies: Vec<TokenReply>) {
+        self.state.token_script.set(TOKEN_SCRIPT, replies);
     }
 
     /// Requests so far per path (`/token`, `/v1/projects/<p>/messages:send`, …), counted
@@ -339,7 +370,10 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
             if !state.cfg.token_latency.is_zero() {
                 tokio::time::sleep(state.cfg.token_latency).await;
             }
-            token_endpoint(state, &body)
+            match state.token_script.next(TOKEN_SCRIPT) {
+                Some(reply) => scripted_token_endpoint(state, &body, reply).await,
+                None => token_endpoint(state, &body),
+            }
         }
         (&Method::POST, _, Some(project)) => {
             let authorization = parts

@@ -49,6 +49,54 @@ impl Account {
     }
 }
 
+/// A scripted answer of the token endpoint ([`super::MockFcm::script_token_endpoint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenReply {
+    /// Check the assertion and issue a token, as without a script.
+    Issue,
+    /// Answer `status` with `{"error": error, "error_description": …}` without looking
+    /// at the request: `Fail(400, "invalid_grant")` is a revoked key, `Fail(503, …)` an
+    /// outage.
+    Fail(u16, String),
+    /// Wait, then answer with the inner reply; [`Duration::MAX`] never answers.
+    Delay(std::time::Duration, Box<TokenReply>),
+}
+
+impl TokenReply {
+    /// `status` with the OAuth `error` code.
+    pub fn fail(status: u16, error: &str) -> TokenReply {
+        TokenReply::Fail(status, error.to_string())
+    }
+
+    /// This reply after `delay`.
+    pub fn delayed(self, delay: std::time::Duration) -> TokenReply {
+        TokenReply::Delay(delay, Box::new(self))
+    }
+}
+
+/// Answers a token request by `reply`.
+pub(super) async fn scripted_token_endpoint(
+    state: &State,
+    body: &[u8],
+    mut reply: TokenReply,
+) -> Response<Full<Bytes>> {
+    loop {
+        match reply {
+            TokenReply::Issue => return token_endpoint(state, body),
+            TokenReply::Fail(status, error) => {
+                return json_response(
+                    status,
+                    &json!({ "error": error, "error_description": "scripted by the test" }),
+                );
+            }
+            TokenReply::Delay(delay, inner) => {
+                tokio::time::sleep(delay).await;
+                reply = *inner;
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 /// An access token the mock issued.
 pub(super) struct Issued {

@@ -4,11 +4,19 @@
 //! Classification and retry timing are pure (`pusher_core::outcome`); this module only
 //! sends, records the provider latency and sleeps between attempts. The caller bounds the
 //! whole loop with the push's hard deadline, so a slow attempt cannot outlive it either.
+//!
+//! Credentials: a refused one (FCM 401, APNs `403 ExpiredProviderToken`) is renewed by
+//! the [`CredentialTag`] its response carried, so the next attempt carries a new access
+//! token or JWT, and a burst of pushes refused the same credential renews it once. An
+//! OAuth token endpoint that refuses the service account (`oauth:<code>`, a revoked or
+//! deleted key) settles the push at once; one that is unreachable, slow or failing is
+//! retried like any transport error.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use pusher_core::apns::ApnsRequest;
 use pusher_core::outcome::{self, Outcome};
+use pusher_io::provider::CredentialTag;
 use pusher_io::{apns, fcm};
 use rand::Rng as _;
 use serde_json::Value;
@@ -65,14 +73,13 @@ pub async fn run(
 ) -> Verdict {
     let mut attempt = 0u32;
     let mut refreshed = false;
-    let mut force = false;
     loop {
         attempt += 1;
         if attempt == 1 {
             metrics.dispatch.observe(received.elapsed());
         }
         let sent_at = Instant::now();
-        let outcome = send(sender, request, std::mem::take(&mut force)).await;
+        let (outcome, credential) = send(sender, request).await;
         metrics
             .provider_request
             .observe(&[provider], sent_at.elapsed());
@@ -88,11 +95,14 @@ pub async fn run(
                 };
             }
             Outcome::Drop { reason } => return Verdict::Rejected(reason.into_owned()),
-            // The credential itself was refused: refresh it and retry once, at once.
-            Outcome::Unauthorized { reason } if !refreshed && refresh(sender) => {
-                tracing::info!(reason = %reason, "provider refused the credential; refreshing it and retrying once");
+            // The credential itself was refused (FCM 401): renew it and retry once, at
+            // once. Renewing by tag makes a burst of 401s for one token fetch one token.
+            Outcome::Unauthorized { reason } if !refreshed && credential.is_some() => {
+                tracing::info!(reason = %reason, "provider refused the credential; renewing it and retrying once");
+                if let Some(tag) = credential {
+                    renew(sender, tag);
+                }
                 refreshed = true;
-                force = true;
                 continue;
             }
             Outcome::Unauthorized { reason } => return Verdict::Rejected(reason.into_owned()),
@@ -101,9 +111,12 @@ pub async fn run(
                 retry_after,
             } => (reason, retry_after),
         };
-        if reason == "ExpiredProviderToken" {
-            // APNs wants a new JWT: the next attempt signs one.
-            refresh(sender);
+        if reason == "ExpiredProviderToken"
+            && let Some(tag) = credential
+        {
+            // APNs wants a new JWT: the next attempt carries one, signed once for every
+            // push that was refused the same token.
+            renew(sender, tag);
         }
         let delay = outcome::retry_delay(
             attempt,
@@ -122,8 +135,12 @@ pub async fn run(
     }
 }
 
-/// One request, its answer classified (transport failures are transient).
-async fn send(sender: &Sender, request: &Request, force_refresh: bool) -> Outcome {
+/// One request, its answer classified, and the credential it carried (token auth).
+///
+/// Transport failures and an unreachable or failing OAuth token endpoint are transient;
+/// a token endpoint that refuses the service account (revoked or deleted key) settles
+/// the push at once, with the `oauth:<code>` reason.
+async fn send(sender: &Sender, request: &Request) -> (Outcome, Option<CredentialTag>) {
     let transient = |reason: String| Outcome::Retry {
         reason: reason.into(),
         retry_after: None,
@@ -133,33 +150,36 @@ async fn send(sender: &Sender, request: &Request, force_refresh: bool) -> Outcom
     };
     match (sender, request) {
         (Sender::Apns(client), Request::Apns(req)) => match client.send(req).await {
-            Ok(r) => outcome::classify_apns(r.status, &r.body, r.retry_after.as_deref()),
-            Err(apns::Error::Transport(e)) => transient(e),
-            Err(e) => permanent(e.to_string()),
+            Ok(r) => (
+                outcome::classify_apns(r.status, &r.body, r.retry_after.as_deref()),
+                r.credential,
+            ),
+            Err(apns::Error::Transport(e)) => (transient(e), None),
+            Err(e) => (permanent(e.to_string()), None),
         },
         (Sender::Fcm(client), Request::Fcm { path, message }) => {
-            match client.send(path, message, force_refresh).await {
-                Ok(r) => outcome::classify_fcm(r.status, &r.body, r.retry_after.as_deref()),
-                Err(fcm::Error::Transport(e) | fcm::Error::Token(e)) => transient(e),
-                Err(e) => permanent(e.to_string()),
+            match client.send(path, message).await {
+                Ok(r) => (
+                    outcome::classify_fcm(r.status, &r.body, r.retry_after.as_deref()),
+                    Some(r.credential),
+                ),
+                Err(fcm::Error::TokenRefused(reason)) => (permanent(reason), None),
+                Err(e @ (fcm::Error::Transport(_) | fcm::Error::Token(_))) => {
+                    (transient(e.to_string()), None)
+                }
+                Err(e) => (permanent(e.to_string()), None),
             }
         }
-        _ => permanent("request built for another provider".into()),
+        _ => (permanent("request built for another provider".into()), None),
     }
 }
 
-/// Makes the next attempt use a fresh credential: a new APNs JWT (token auth), or a
-/// forced OAuth refresh for FCM (done by the next send). `false` when there is nothing
-/// to refresh (an APNs certificate).
-fn refresh(sender: &Sender) -> bool {
-    match sender {
-        Sender::Apns(client) => match client.signer() {
-            Some(signer) => {
-                signer.expire(SystemTime::now());
-                true
-            }
-            None => false,
-        },
-        Sender::Fcm(_) => true,
-    }
+/// Makes the next attempt carry a fresh credential instead of the refused `tag`: a new
+/// APNs JWT (token auth) or a new FCM access token.
+fn renew(sender: &Sender, tag: CredentialTag) {
+    let renewed = match sender {
+        Sender::Apns(client) => client.renew(tag),
+        Sender::Fcm(client) => client.renew(tag),
+    };
+    tracing::debug!(renewed, "credential renewal requested");
 }

@@ -50,7 +50,7 @@ pub struct Clients {
     couch: CouchClient,
     settings: PushSettings,
     apns: Mutex<Registry<apns::Client>>,
-    fcm: tokio::sync::Mutex<Registry<fcm::Client>>,
+    fcm: Mutex<Registry<fcm::Client>>,
     /// `.p8` bytes by attachment digest (one key per `system_config/pusher`).
     p8: tokio::sync::Mutex<Option<(String, Arc<Vec<u8>>)>>,
 }
@@ -62,7 +62,7 @@ impl Clients {
             couch,
             settings,
             apns: Mutex::new(HashMap::new()),
-            fcm: tokio::sync::Mutex::new(HashMap::new()),
+            fcm: Mutex::new(HashMap::new()),
             p8: tokio::sync::Mutex::new(None),
         }
     }
@@ -70,7 +70,7 @@ impl Clients {
     /// Number of clients held (for tests and metrics).
     pub async fn len(&self) -> usize {
         let apns = self.apns.lock().unwrap_or_else(|p| p.into_inner()).len();
-        apns + self.fcm.lock().await.len()
+        apns + self.fcm.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Whether the registry holds no client.
@@ -83,7 +83,7 @@ impl Clients {
     pub async fn lease(&self, app: &str, credentials: &Credentials) -> Result<Lease, String> {
         match credentials {
             Credentials::Apple(c) => self.apns(app, c).await,
-            Credentials::Firebase(c) => self.fcm(app, c).await,
+            Credentials::Firebase(c) => self.fcm(app, c),
         }
     }
 
@@ -134,11 +134,11 @@ impl Clients {
         })
     }
 
-    async fn fcm(&self, app: &str, creds: &FirebaseCredentials) -> Result<Lease, String> {
+    fn fcm(&self, app: &str, creds: &FirebaseCredentials) -> Result<Lease, String> {
         let key = creds.fingerprint();
-        // Held while building: concurrent cold pushes wait for one client (and so one
-        // OAuth token source) instead of each building their own.
-        let mut map = self.fcm.lock().await;
+        // Held while building (no I/O: the first send asks for a token): concurrent cold
+        // pushes share one client and so one OAuth token source.
+        let mut map = self.fcm.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((c, l)) = map.get(&key) {
             return Ok(Lease {
                 sender: Sender::Fcm(c.clone()),
@@ -147,10 +147,12 @@ impl Clients {
         }
         let client = fcm::Client::new(
             creds.service_account.expose(),
-            &self.settings.fcm_base_url,
-            self.settings.request_timeout,
+            fcm::ClientConfig {
+                base_url: self.settings.fcm_base_url.clone(),
+                extra_roots_pem: self.settings.extra_ca_pem.clone(),
+                request_timeout: self.settings.request_timeout,
+            },
         )
-        .await
         .map_err(|e| e.to_string())?;
         tracing::info!(app, project = client.project_id(), "FCM client created");
         let (client, limit) = (Arc::new(client), self.new_limit());

@@ -854,3 +854,263 @@ async fn metrics_and_ready_reflect_what_happened() {
     assert_eq!(ready["couchdb"], "reachable");
     w.stop().await;
 }
+
+// ---- Provider adapters at their edges (issue #12: timeouts, extra CA, refusals) ----
+
+/// A mock FCM (plain or TLS) with the test service account registered, and an app of
+/// `w` that uses it with `deadline_ms` as its push deadline.
+async fn fcm_app(w: &World, fcm: &MockFcm, tag: &str, deadline_ms: u64) -> String {
+    let sa = pki().service_account_json(&fcm.token_uri());
+    let app = app_id(tag);
+    set_config(
+        &w.couch,
+        &[&app],
+        json!({"firebase_v1": {"service_account": sa}, "push_deadline_ms": deadline_ms}),
+    )
+    .await;
+    app
+}
+
+/// Publishes `body` asking for a verdict on `reply_to`, returns the `push_resp`.
+async fn push_and_wait(
+    w: &World,
+    reply_to: &str,
+    replies: &mut lapin::Consumer,
+    mut body: Value,
+) -> Value {
+    body["Pusher-Reply-To"] = json!(reply_to);
+    publish_push(w, &body).await;
+    let r = next_reply(replies).await;
+    assert_eq!(r["Msg-ID"], body["Msg-ID"], "{r}");
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fcm_and_its_oauth_endpoint_over_tls_use_the_extra_ca() {
+    use pusher_sandbox::fcm_mock::ServerIdentity;
+    let fcm = MockFcm::start(FcmMockConfig {
+        tls: Some(ServerIdentity::from_pki(pki())),
+        ..Default::default()
+    })
+    .await
+    .expect("mock FCM over TLS");
+    let sa = pki().service_account_json(&fcm.token_uri());
+    fcm.add_service_account(&sa).expect("register account");
+    assert!(fcm.token_uri().starts_with("https://"));
+
+    // PUSHER_EXTRA_CA_FILE names the mock's CA: token request and send both succeed.
+    let mut trusting = world(Some(fcm.base_url())).await;
+    let app = fcm_app(&trusting, &fcm, "fcmtls", 3000).await;
+    trusting.start().await;
+    let (reply_to, mut replies) = reply_queue(&trusting).await;
+    let r = push_and_wait(
+        &trusting,
+        &reply_to,
+        &mut replies,
+        push_req(&app, "firebase", "tlsok"),
+    )
+    .await;
+    assert_eq!(r["Status"], "delivered", "{r}");
+    assert_eq!(fcm.token_requests(), 1);
+    assert_eq!(fcm.requests_for_token("tlsok"), 1);
+    trusting.stop().await;
+
+    // Without it the TLS handshake with the token endpoint fails, and says so: the real
+    // binary's log names the certificate problem on every failed attempt.
+    let mut strict = World::new().await;
+    strict.env.push(("PUSHER_FCM_URL".into(), fcm.base_url()));
+    let app = fcm_app(&strict, &fcm, "fcmnotls", 2000).await;
+    let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("fcm-tls-{}.log", rand_hex(6)));
+    let child = strict.start_binary(&log, "info").await;
+    let (reply_to, mut replies) = reply_queue(&strict).await;
+    let r = push_and_wait(
+        &strict,
+        &reply_to,
+        &mut replies,
+        push_req(&app, "firebase", "tlsno"),
+    )
+    .await;
+    assert_eq!(r["Status"], "timeout", "{r}");
+    assert_eq!(fcm.token_requests(), 1, "no HTTP request got through");
+    assert_eq!(fcm.requests_for_token("tlsno"), 0);
+    let status = strict.stop_binary(child).await;
+    assert!(status.success(), "{status}");
+    let text = std::fs::read_to_string(&log).expect("read log");
+    let tls_errors = text
+        .lines()
+        .filter(|l| l.contains("push attempt failed") || l.contains("within its deadline"))
+        .filter(|l| l.contains("invalid peer certificate") && l.contains("UnknownIssuer"))
+        .count();
+    assert!(tls_errors > 0, "a clear TLS error in {}", log.display());
+    let _ = std::fs::remove_file(&log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_service_account_is_settled_at_once() {
+    let fcm = MockFcm::start(FcmMockConfig::default())
+        .await
+        .expect("mock FCM");
+    // The account is not (or no longer) known to the token endpoint: 400 invalid_grant.
+    let mut w = world(Some(fcm.base_url())).await;
+    let app = fcm_app(&w, &fcm, "revoked", 20_000).await;
+    w.start().await;
+    let (reply_to, mut replies) = reply_queue(&w).await;
+    for (i, token) in ["rv01", "rv02"].into_iter().enumerate() {
+        let r = push_and_wait(
+            &w,
+            &reply_to,
+            &mut replies,
+            push_req(&app, "firebase", token),
+        )
+        .await;
+        assert!(
+            r["Status"] == "auth_error" || r["Status"] == "rejected",
+            "settled as refused credentials, not retried: {r}"
+        );
+        assert_eq!(r["Reason"], "oauth:invalid_grant", "{r}");
+        let elapsed = r["Elapsed-Ms"].as_u64().expect("Elapsed-Ms");
+        assert!(elapsed < 5_000, "not retried to the 20 s deadline: {r}");
+        // The second push is refused from the remembered answer.
+        assert_eq!(fcm.token_requests(), 1, "push {i}");
+    }
+    assert!(fcm.received().is_empty(), "nothing sent without a token");
+
+    // The push outcome is counted as rejected.
+    let addr = w.http_addr.expect("http");
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("body");
+    let p = format!("pusher_pushes_total{{provider=\"fcm\",app=\"{app}\",outcome=\"rejected\"}}");
+    assert_eq!(metric(&text, &p), Some(2.0), "{text}");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_outage_is_retried_until_it_recovers() {
+    use pusher_sandbox::fcm_mock::TokenReply;
+    let fcm = MockFcm::start(FcmMockConfig::default())
+        .await
+        .expect("mock FCM");
+    let sa = pki().service_account_json(&fcm.token_uri());
+    fcm.add_service_account(&sa).expect("register account");
+    fcm.script_token_endpoint(vec![
+        TokenReply::fail(503, "temporarily_unavailable"),
+        TokenReply::fail(500, "internal_failure"),
+        TokenReply::Issue,
+    ]);
+    let mut w = world(Some(fcm.base_url())).await;
+    let app = fcm_app(&w, &fcm, "outage", 20_000).await;
+    w.start().await;
+    let (reply_to, mut replies) = reply_queue(&w).await;
+    let r = push_and_wait(
+        &w,
+        &reply_to,
+        &mut replies,
+        push_req(&app, "firebase", "ou01"),
+    )
+    .await;
+    assert_eq!(r["Status"], "delivered", "{r}");
+    assert_eq!(fcm.token_requests(), 3);
+    assert_eq!(fcm.requests_for_token("ou01"), 1);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_provider_token_is_retried_with_a_new_jwt() {
+    let mock = apns_mock(Duration::ZERO).await;
+    let mut w = world(None).await;
+    put_p8(&w).await;
+    let app = app_id("expired");
+    set_config(&w.couch, &[&app, "apple"], json!({
+        "auth_type": "token", "team_id": pki().team_id, "key_id": pki().key_id, "host": mock.base_url()
+    })).await;
+    let tokens = ["ex01", "ex02", "ex03"];
+    for t in tokens {
+        mock.script(
+            t,
+            vec![Reply::status(403, "ExpiredProviderToken"), Reply::Ok],
+        );
+    }
+    w.start().await;
+    let (reply_to, mut replies) = reply_queue(&w).await;
+    for t in tokens {
+        let r = push_and_wait(&w, &reply_to, &mut replies, push_req(&app, "apple", t)).await;
+        assert_eq!(r["Status"], "delivered", "{r}");
+    }
+    let got = mock.received();
+    for t in tokens {
+        let auth: Vec<(u16, &str)> = got
+            .iter()
+            .filter(|r| r.token == t)
+            .map(|r| (r.status, r.header("authorization").unwrap_or("")))
+            .collect();
+        assert_eq!(auth.len(), 2, "{t}: {auth:?}");
+        assert_eq!((auth[0].0, auth[1].0), (403, 200));
+        assert_ne!(auth[0].1, auth[1].1, "{t}: the retry carries a new JWT");
+    }
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_token_endpoint_times_out_fcm_at_the_deadline_only() {
+    let fcm = MockFcm::start(FcmMockConfig {
+        token_latency: Duration::MAX,
+        ..Default::default()
+    })
+    .await
+    .expect("mock FCM");
+    let sa = pki().service_account_json(&fcm.token_uri());
+    fcm.add_service_account(&sa).expect("register account");
+    let apns = apns_mock(Duration::ZERO).await;
+    let mut w = world(Some(fcm.base_url())).await;
+    let app = fcm_app(&w, &fcm, "hung", 2000).await;
+    let apple = app_id("beside");
+    set_apple_cert(&w, &apple, ClientVariant::Pkcs8, &apns, json!({})).await;
+    w.start().await;
+    let (reply_to, mut replies) = reply_queue(&w).await;
+    let mut waiting = std::collections::HashMap::new();
+    for i in 0..5 {
+        let mut body = push_req(&app, "firebase", &format!("hg{i}"));
+        body["Pusher-Reply-To"] = json!(reply_to);
+        publish_push(&w, &body).await;
+        waiting.insert(
+            body["Msg-ID"].as_str().unwrap_or_default().to_string(),
+            "fcm",
+        );
+    }
+    let mut body = push_req(&apple, "apple", "ap01");
+    body["Pusher-Reply-To"] = json!(reply_to);
+    publish_push(&w, &body).await;
+    waiting.insert(
+        body["Msg-ID"].as_str().unwrap_or_default().to_string(),
+        "apns",
+    );
+    while !waiting.is_empty() {
+        let r = next_reply(&mut replies).await;
+        let provider = waiting
+            .remove(r["Msg-ID"].as_str().unwrap_or_default())
+            .unwrap_or_else(|| panic!("unexpected reply {r}"));
+        let elapsed = r["Elapsed-Ms"].as_u64().expect("Elapsed-Ms");
+        match provider {
+            "apns" => assert_eq!(r["Status"], "delivered", "{r}"),
+            _ => {
+                assert_eq!(r["Status"], "timeout", "{r}");
+                assert!(
+                    (1_900..=3_000).contains(&elapsed),
+                    "settled at its 2 s deadline: {r}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        fcm.token_requests(),
+        1,
+        "one token request for all the pushes waiting on it"
+    );
+    assert!(fcm.received().is_empty());
+    w.stop().await;
+}
