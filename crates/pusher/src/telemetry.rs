@@ -12,8 +12,9 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer as _, fmt};
 
-/// Targets that log credentials at debug/trace: yup-oauth2 prints the signed JWT
-/// assertion, the token response and cached access tokens.
+/// Targets that log credentials at debug/trace, capped at `info`: yup-oauth2 prints the
+/// signed JWT assertion and access tokens. The service no longer uses it (its own token
+/// source logs no secret); the cap stays so that adding it back cannot leak.
 pub const SECRET_LOGGING_TARGETS: &[&str] = &["yup_oauth2"];
 
 /// Whether an event may be logged at all (see [`SECRET_LOGGING_TARGETS`]).

@@ -99,9 +99,12 @@ fn http_reason(status: u16) -> Cow<'static, str> {
 }
 
 /// Whether a provider reason means the credentials were refused (APNs 403 reasons,
-/// FCM auth codes): the operator must fix the app's certificate, key or service account.
+/// FCM auth codes, and the OAuth token endpoint's refusal of a service account, which
+/// `pusher-io` reports as `oauth:<error>`): the operator must fix the app's certificate,
+/// key or service account.
 pub fn is_auth_reason(reason: &str) -> bool {
-    matches!(
+    reason.starts_with("oauth:")
+        || matches!(
         reason,
         "BadCertificate"
             | "BadCertificateEnvironment"

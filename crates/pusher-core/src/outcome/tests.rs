@@ -498,10 +498,12 @@ fn auth_reasons_are_recognised() {
         "BadCertificate",
         "SENDER_ID_MISMATCH",
         "HTTP 403",
+        "oauth:invalid_grant",
+        "oauth:HTTP 401",
     ] {
         assert!(is_auth_reason(r), "{r}");
     }
-    for r in ["BadTopic", "Unregistered", "UNAVAILABLE", "HTTP 500", ""] {
+    for r in ["BadTopic", "Unregistered", "UNAVAILABLE", "HTTP 500", "", "xoauth:x"] {
         assert!(!is_auth_reason(r), "{r}");
     }
 }

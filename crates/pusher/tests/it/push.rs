@@ -964,8 +964,8 @@ async fn a_revoked_service_account_is_settled_at_once() {
             push_req(&app, "firebase", token),
         )
         .await;
-        assert!(
-            r["Status"] == "auth_error" || r["Status"] == "rejected",
+        assert_eq!(
+            r["Status"], "auth_error",
             "settled as refused credentials, not retried: {r}"
         );
         assert_eq!(r["Reason"], "oauth:invalid_grant", "{r}");
