@@ -764,6 +764,24 @@ async fn metrics_and_ready_reflect_what_happened() {
     let reg = w.reg_success(0, "mdev");
     w.publish_reg(&reg).await;
     w.wait_device("mdev", 10, |d| d.get("push").is_some()).await;
+    // The doc is written before its registration is done (the device stays claimed until
+    // then): a second registration of the device now would be parked, not answered from
+    // the cache. Wait for the first to be counted.
+    let addr = w.http_addr.expect("http");
+    let hang_guard = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("body");
+        if metric(&text, "pusher_reg_success_total{outcome=\"updated\"}") == Some(1.0) {
+            break;
+        }
+        assert!(Instant::now() < hang_guard, "first registration never counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     w.publish_reg(&reg).await; // unchanged
     let mut other_ua = reg.clone();
     other_ua["User-Agent"] = json!("Desk Phone 1.0");
@@ -779,7 +797,6 @@ async fn metrics_and_ready_reflect_what_happened() {
     }
     w.wait_queue_drained().await;
 
-    let addr = w.http_addr.expect("http");
     let resp = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .expect("GET /metrics");
