@@ -294,7 +294,7 @@ fn kazoo_ini_errors_name_file_section_key_and_line() {
         msg,
         format!(
             "amqp_uri \"http://guest:***@rabbit/\" from [amqp] uri ({ini} line 6) is invalid: \
-             must start with amqp:// (amqps:// is not built in)"
+             must start with amqp:// or amqps://"
         )
     );
     let broken = temp_file("broken.ini", "[bigcouch]\nport = 5984x\n");

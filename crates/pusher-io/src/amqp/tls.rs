@@ -1,0 +1,194 @@
+//! TLS of `amqps://` brokers: the rustls client (ring) built from a URI's
+//! [`TlsOptions`], and the handshake on a freshly opened TCP stream.
+//!
+//! The files named by the URI (`cacertfile`, `certfile`, `keyfile`) are read each time a
+//! client is built, that is at every connect: a renewed certificate is picked up at the
+//! next reconnect without a restart. Their contents are never logged; their paths are.
+
+use std::io;
+use std::sync::Arc;
+
+use lapin::tcp::RustlsConnector;
+use pusher_core::amqp_uri::{TlsOptions, Verify};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use super::{Error, Result};
+
+/// A ready TLS client for one broker: the connector and the name to verify.
+#[derive(Clone)]
+pub(super) struct TlsClient {
+    pub(super) connector: RustlsConnector,
+    /// Name the certificate is checked against (and sent as SNI unless disabled).
+    pub(super) server_name: String,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClient")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsClient {
+    /// Reads the files of `opts` and builds the client for a broker at `host`.
+    pub(super) fn load(opts: &TlsOptions, host: &str) -> Result<Self> {
+        let config = client_config(opts)?;
+        let (sni, name) = opts.names(host);
+        let mut config = config;
+        config.enable_sni = sni.is_some();
+        // Validate the name now, so a bad `server_name_indication` is a settings error,
+        // not a connect failure.
+        ServerName::try_from(name).map_err(|e| Error::Tls(format!("server name {name:?}: {e}")))?;
+        Ok(Self {
+            connector: RustlsConnector::from(Arc::new(config)),
+            server_name: name.to_string(),
+        })
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn client_config(opts: &TlsOptions) -> Result<ClientConfig> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(format!("TLS versions: {e}")))?;
+    let builder = match (opts.verify, &opts.cacertfile) {
+        (Verify::None, _) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider))),
+        (Verify::Peer, Some(path)) => {
+            let mut roots = RootCertStore::empty();
+            let certs = read_certs("cacertfile", path)?;
+            let (added, _ignored) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(Error::Tls(format!(
+                    "cacertfile {path}: no usable CA certificate in it"
+                )));
+            }
+            builder.with_root_certificates(roots)
+        }
+        (Verify::Peer, None) => {
+            let verifier = rustls_platform_verifier::Verifier::new(provider)
+                .map_err(|e| Error::Tls(format!("system roots: {e}")))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+        }
+    };
+    match &opts.client_cert {
+        None => Ok(builder.with_no_client_auth()),
+        Some(c) => {
+            let certs = read_certs("certfile", &c.certfile)?;
+            let key = PrivateKeyDer::from_pem_file(&c.keyfile).map_err(|e| {
+                Error::Tls(format!(
+                    "keyfile {}: no unencrypted PEM private key could be read ({e})",
+                    c.keyfile
+                ))
+            })?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                Error::Tls(format!(
+                    "certfile {} and keyfile {} do not make a client certificate: {e}",
+                    c.certfile, c.keyfile
+                ))
+            })
+        }
+    }
+}
+
+fn read_certs(param: &str, path: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| Error::Tls(format!("{param} {path}: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::Tls(format!(
+            "{param} {path}: no PEM CERTIFICATE in the file"
+        )));
+    }
+    Ok(certs)
+}
+
+/// Makes a failed handshake say what happened and what to check, in one sentence.
+pub(super) fn handshake_error(err: io::Error, broker: &str, server_name: &str) -> io::Error {
+    let hint = match err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(cert)) => match cert {
+            rustls::CertificateError::NotValidForName
+            | rustls::CertificateError::NotValidForNameContext { .. } => format!(
+                " (the broker's certificate is not for {server_name:?}: check the host or server_name_indication)"
+            ),
+            rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. } => {
+                " (the broker's certificate has expired)".to_string()
+            }
+            _ => " (the broker's certificate is not signed by a trusted CA: check cacertfile)"
+                .to_string(),
+        },
+        Some(rustls::Error::AlertReceived(_)) => {
+            " (the broker refused us: does it require a client certificate (certfile, keyfile) it trusts?)".to_string()
+        }
+        _ => String::new(),
+    };
+    io::Error::new(
+        err.kind(),
+        format!("TLS handshake with {broker} failed: {err}{hint}"),
+    )
+}
+
+/// `verify=verify_none`: accepts any certificate, but still checks that the broker holds
+/// the key of the one it sent (the handshake signatures).
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
