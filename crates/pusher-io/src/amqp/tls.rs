@@ -143,6 +143,25 @@ pub(super) fn handshake_error(err: io::Error, broker: &str, server_name: &str) -
     )
 }
 
+/// A TLS alert the broker sent once the handshake was over (TLS 1.3 checks the client
+/// certificate then), turned into the same one sentence as [`handshake_error`].
+pub(super) fn late_alert(err: lapin::Error, broker: &str) -> lapin::Error {
+    if let lapin::ErrorKind::IOError(io) = err.kind()
+        && let Some(rustls::Error::AlertReceived(alert)) =
+            io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        return io::Error::new(
+            io.kind(),
+            format!(
+                "TLS with {broker} failed: the broker sent alert {alert:?} (does it require a \
+                 client certificate (certfile, keyfile) signed by a CA it trusts?)"
+            ),
+        )
+        .into();
+    }
+    err
+}
+
 /// `verify=verify_none`: accepts any certificate, but still checks that the broker holds
 /// the key of the one it sent (the handshake signatures).
 #[derive(Debug)]

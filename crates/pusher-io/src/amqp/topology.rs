@@ -91,6 +91,9 @@ pub async fn connect_uri(uri: &AmqpUri, name: &str) -> Result<Connection> {
         props,
     )
     .await
+    // With TLS 1.3 the broker checks our certificate after the handshake returned: its
+    // refusal arrives as an alert on the first read, inside lapin.
+    .map_err(|e| tls::late_alert(e, &format!("{}:{}", uri.host(), uri.port())))
     .map_err(broker("connect"))
 }
 

@@ -258,6 +258,13 @@ async fn pusherd_over_mutual_tls_from_a_kazoo_config_ini() {
         .expect_err("a client-certificate-required listener refuses a client without one");
     let msg = refused.to_string();
     assert!(msg.starts_with("AMQP connect failed: "), "{msg}");
+    // The broker's alert, explained (or, if it closed first, the reset).
+    assert!(
+        msg.contains(
+            "the broker sent alert CertificateRequired (does it require a client certificate"
+        ) || msg.contains("Connection reset"),
+        "{msg}"
+    );
     assert!(!msg.contains("guest:guest"), "{msg}");
 
     // Kazoo's config.ini names the broker (its [amqp] uri); the environment does not.
