@@ -211,3 +211,174 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pusher_core::amqp_uri::{AmqpUri, ClientCert, ServerName as Sni};
+
+    /// A CA and a client certificate it signed, written to a directory of their own.
+    struct Files {
+        dir: std::path::PathBuf,
+    }
+
+    impl Files {
+        fn new(tag: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("pusher-io-tls-{}-{tag}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let ca_key = rcgen::KeyPair::generate().expect("key");
+            let mut ca_params =
+                rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
+            let client_key = rcgen::KeyPair::generate().expect("key");
+            let client = rcgen::CertificateParams::new(vec!["client".to_string()])
+                .expect("params")
+                .signed_by(&client_key, &ca)
+                .expect("client certificate");
+            let other_key = rcgen::KeyPair::generate().expect("key");
+            for (name, text) in [
+                ("ca.pem", ca.pem()),
+                ("client.pem", client.pem()),
+                ("client.key", client_key.serialize_pem()),
+                ("other.key", other_key.serialize_pem()),
+            ] {
+                std::fs::write(dir.join(name), text).expect("write");
+            }
+            Self { dir }
+        }
+
+        fn path(&self, name: &str) -> String {
+            self.dir.join(name).display().to_string()
+        }
+    }
+
+    impl Drop for Files {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn options(uri: &str) -> (TlsOptions, String) {
+        let u = AmqpUri::parse(uri).expect("uri");
+        (u.tls().expect("amqps").clone(), u.host().to_string())
+    }
+
+    fn load_err(opts: &TlsOptions) -> String {
+        match TlsClient::load(opts, "127.0.0.1") {
+            Ok(c) => panic!("accepted: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn clients_build_from_the_uri_options() {
+        let f = Files::new("build");
+        let (opts, host) = options(&format!(
+            "amqps://h/?cacertfile={}&certfile={}&keyfile={}",
+            f.path("ca.pem"),
+            f.path("client.pem"),
+            f.path("client.key")
+        ));
+        let c = TlsClient::load(&opts, &host).expect("mutual TLS client");
+        assert_eq!(c.server_name, "h");
+
+        let (opts, host) = options("amqps://10.0.0.1/?server_name_indication=rabbit.example");
+        let c = TlsClient::load(&opts, &host).expect("system roots");
+        assert_eq!(c.server_name, "rabbit.example");
+
+        let (opts, host) =
+            options("amqps://[::1]/?server_name_indication=disable&verify=verify_none");
+        assert_eq!(opts.server_name, Sni::Disabled);
+        let c = TlsClient::load(&opts, &host).expect("verify_none");
+        assert_eq!(c.server_name, "::1");
+    }
+
+    #[test]
+    fn unusable_files_are_named_without_their_contents() {
+        let f = Files::new("errors");
+        let mut opts = TlsOptions {
+            cacertfile: Some(f.path("missing.pem")),
+            client_cert: None,
+            server_name: Sni::UriHost,
+            verify: Verify::Peer,
+        };
+        let msg = load_err(&opts);
+        assert!(
+            msg.starts_with(&format!(
+                "broker TLS: cacertfile {}: ",
+                f.path("missing.pem")
+            )),
+            "{msg}"
+        );
+
+        // A key where the CA should be.
+        opts.cacertfile = Some(f.path("client.key"));
+        let msg = load_err(&opts);
+        assert!(msg.ends_with("no PEM CERTIFICATE in the file"), "{msg}");
+        assert!(!msg.contains("PRIVATE KEY"), "{msg}");
+
+        // A certificate where the key should be, then a key of another certificate.
+        opts.cacertfile = Some(f.path("ca.pem"));
+        opts.client_cert = Some(ClientCert {
+            certfile: f.path("client.pem"),
+            keyfile: f.path("client.pem"),
+        });
+        let msg = load_err(&opts);
+        assert!(
+            msg.contains(&format!(
+                "keyfile {}: no unencrypted PEM private key",
+                f.path("client.pem")
+            )),
+            "{msg}"
+        );
+        opts.client_cert = Some(ClientCert {
+            certfile: f.path("client.pem"),
+            keyfile: f.path("other.key"),
+        });
+        let msg = load_err(&opts);
+        assert!(msg.contains("do not make a client certificate"), "{msg}");
+    }
+
+    #[test]
+    fn handshake_failures_say_what_to_check() {
+        let err = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        let msg = handshake_error(
+            err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
+            "10.0.0.1:5671",
+            "10.0.0.1",
+        )
+        .to_string();
+        assert_eq!(
+            msg,
+            "TLS handshake with 10.0.0.1:5671 failed: invalid peer certificate: UnknownIssuer \
+             (the broker's certificate is not signed by a trusted CA: check cacertfile)"
+        );
+        let msg = handshake_error(
+            err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName,
+            )),
+            "10.0.0.1:5671",
+            "rabbit.example",
+        )
+        .to_string();
+        assert!(msg.ends_with("(the broker's certificate is not for \"rabbit.example\": check the host or server_name_indication)"), "{msg}");
+        let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(
+            handshake_error(refused, "h:1", "h").to_string(),
+            "TLS handshake with h:1 failed: refused"
+        );
+
+        let late = late_alert(
+            err(rustls::Error::AlertReceived(
+                rustls::AlertDescription::CertificateRequired,
+            ))
+            .into(),
+            "h:5671",
+        );
+        assert!(late.to_string().contains("TLS with h:5671 failed: the broker sent alert CertificateRequired (does it require a client certificate"), "{late}");
+    }
+}
