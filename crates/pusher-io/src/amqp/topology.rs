@@ -2,6 +2,9 @@
 //! arguments *and argument types*, its bindings, and the manual-ack consumer on it; and
 //! the connection itself, plain or TLS ([`connect`]).
 
+use std::io;
+use std::time::Duration;
+
 use lapin::options::{
     BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
@@ -79,14 +82,30 @@ pub async fn connect_uri(uri: &AmqpUri, name: &str) -> Result<Connection> {
     Connection::connector(
         client_uri,
         runtime,
-        async move |_uri, runtime| {
-            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-                .await?
-                .collect();
-            let tcp = AsyncTcpStream::connect(&runtime, addrs).await?;
-            tcp.into_rustls(&tls.connector, &tls.server_name)
-                .await
-                .map_err(|e| tls::handshake_error(e, &shown, &tls.server_name).into())
+        async move |uri, runtime| {
+            let open = async {
+                let addrs: Vec<std::net::SocketAddr> =
+                    tokio::net::lookup_host((host.as_str(), port))
+                        .await?
+                        .collect();
+                let tcp = AsyncTcpStream::connect(&runtime, addrs).await?;
+                tcp.into_rustls(&tls.connector, &tls.server_name)
+                    .await
+                    .map_err(|e| tls::handshake_error(e, &shown, &tls.server_name))
+            };
+            // `connection_timeout` (ms) covers TCP and TLS, as lapin's own path does TCP.
+            let stream = match uri.query.connection_timeout {
+                None => open.await,
+                Some(ms) => tokio::time::timeout(Duration::from_millis(ms), open)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("TLS connect to {shown} took more than {ms} ms"),
+                        ))
+                    }),
+            };
+            stream.map_err(lapin::Error::from)
         },
         props,
     )
@@ -187,6 +206,37 @@ pub async fn consume(channel: &Channel, prefetch: u16, tag: &str) -> Result<Cons
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TLS broker that accepts the TCP connection and never answers: the handshake is
+    /// bounded by the URI's `connection_timeout`.
+    #[tokio::test]
+    async fn connection_timeout_bounds_the_tls_handshake() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = silent.local_addr().expect("addr").port();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let uri =
+            format!("amqps://guest:pw@127.0.0.1:{port}/?verify=verify_none&connection_timeout=300");
+        let err = tokio::time::timeout(Duration::from_secs(30), connect(&uri, "t"))
+            .await
+            .expect("connect returns within the hang guard")
+            .map(drop)
+            .expect_err("nothing answers");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!(
+                "TLS connect to 127.0.0.1:{port} took more than 300 ms"
+            )),
+            "{msg}"
+        );
+        hold.abort();
+    }
 
     #[test]
     fn queue_arguments_have_kazoo_types() {
