@@ -244,8 +244,10 @@ async fn pusherd_over_server_verified_tls_from_the_environment() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pusherd_over_mutual_tls_from_a_kazoo_config_ini() {
-    let Some(nodes) = nodes_or_skip("pusherd_over_mutual_tls_from_a_kazoo_config_ini") else {
+async fn pusherd_over_mutual_tls_from_a_kazoo_config_ini_after_a_plain_broker() {
+    let Some(nodes) =
+        nodes_or_skip("pusherd_over_mutual_tls_from_a_kazoo_config_ini_after_a_plain_broker")
+    else {
         return;
     };
     let vhost = TlsVhost::new(&nodes.mtls);
@@ -267,10 +269,16 @@ async fn pusherd_over_mutual_tls_from_a_kazoo_config_ini() {
     );
     assert!(!msg.contains("guest:guest"), "{msg}");
 
-    // Kazoo's config.ini names the broker (its [amqp] uri); the environment does not.
+    // Kazoo's config.ini names the brokers (its [amqp] uri lines); the environment does
+    // not. The first one is a plain amqp:// broker that is down: the rotation moves on
+    // to the amqps:// one.
     let ini = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("amqps-config-{}.ini", rand_hex(8)));
-    std::fs::write(&ini, format!("[amqp]\nuri = \"{uri}\"\n")).expect("write config.ini");
+    std::fs::write(
+        &ini,
+        format!("[amqp]\nuri = \"amqp://guest:guest@127.0.0.1:9/%2f\"\nuri = \"{uri}\"\n"),
+    )
+    .expect("write config.ini");
     let mut w = World::new().await;
     let vars: std::collections::HashMap<String, String> = [
         ("KAZOO_CONFIG", ini.display().to_string()),
@@ -283,7 +291,8 @@ async fn pusherd_over_mutual_tls_from_a_kazoo_config_ini() {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let settings = pusher::settings::Settings::from_map(&vars).expect("settings from config.ini");
-    assert_eq!(settings.amqp_uri, uri);
+    assert_eq!(settings.amqp_uri, "amqp://guest:guest@127.0.0.1:9/%2f");
+    assert_eq!(settings.amqp_fallback_uris, [uri.clone()]);
 
     w.set_rule("Harness", "^Linphone-Harness").await;
     let running = pusher::start(settings, w.shutdown.clone())
@@ -428,9 +437,10 @@ async fn pusherd_reconnects_after_the_tls_broker_restarts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pusherctl_push_over_amqps_is_delivered_through_pusherd() {
-    let Some(nodes) = nodes_or_skip("pusherctl_push_over_amqps_is_delivered_through_pusherd")
-    else {
+async fn pusherctl_push_over_mutual_tls_from_config_ini_is_delivered_through_pusherd() {
+    let Some(nodes) = nodes_or_skip(
+        "pusherctl_push_over_mutual_tls_from_config_ini_is_delivered_through_pusherd",
+    ) else {
         return;
     };
     let _shared = RESTART.read().await;
@@ -460,12 +470,16 @@ async fn pusherctl_push_over_amqps_is_delivered_through_pusherd() {
     .await;
     let _conn = start_service(&mut w, &uri).await;
 
+    // pusherctl finds the broker in Kazoo's config.ini, as on a Kazoo node.
+    let ini =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("amqps-ctl-{}.ini", rand_hex(8)));
+    std::fs::write(&ini, format!("[amqp]\nuri = \"{uri}\"\n")).expect("write config.ini");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pusherctl"))
         .args(["pusher_maintenance", "push", &w.account_id, "dev-push"])
         .env("PUSHER_COUCH_URL", couch_url())
-        .env("PUSHER_AMQP_URI", &uri)
+        .env_remove("PUSHER_AMQP_URI")
         .env("PUSHER_NODE", &w.node)
-        .env("KAZOO_CONFIG", "off")
+        .env("KAZOO_CONFIG", &ini)
         .env_remove("PUSHER_CONFIG")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -480,6 +494,7 @@ async fn pusherctl_push_over_amqps_is_delivered_through_pusherd() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].token, "0a1b2c3d4e5f");
     w.stop().await;
+    let _ = std::fs::remove_file(&ini);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
