@@ -451,4 +451,5 @@ fn amqps_brokers_from_env_toml_and_kazoo_ini_are_checked_at_start() {
             .to_string();
         assert!(msg.ends_with(&format!("is invalid: {why}")), "{msg}");
     }
+    let _ = std::fs::remove_dir_all(&pki_dir);
 }

@@ -292,7 +292,7 @@ async fn pusherd_over_mutual_tls_from_a_kazoo_config_ini_after_a_plain_broker() 
     .collect();
     let settings = pusher::settings::Settings::from_map(&vars).expect("settings from config.ini");
     assert_eq!(settings.amqp_uri, "amqp://guest:guest@127.0.0.1:9/%2f");
-    assert_eq!(settings.amqp_fallback_uris, [uri.clone()]);
+    assert_eq!(settings.amqp_fallback_uris, std::slice::from_ref(&uri));
 
     w.set_rule("Harness", "^Linphone-Harness").await;
     let running = pusher::start(settings, w.shutdown.clone())
