@@ -21,6 +21,7 @@ eval "$services_env"
 export PUSHER_TEST_AMQP_URI PUSHER_TEST_COUCH_URL
 cleanup() {
     local rc=$?
+    scripts/rabbitmq-tls.sh down || true # the TLS nodes the amqps:: tests started, if any
     if [[ $had_state == 0 ]]; then
         scripts/services.sh down || true
     fi

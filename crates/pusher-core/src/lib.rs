@@ -14,11 +14,13 @@
 //!   into an APNs request or an FCM v1 message (spec §6.1, §6.4), and [`outcome`]
 //!   classifies the provider's answer and times retries (providers.md §1, §2).
 //! - [`credentials`] checks APNs certificates, `.p8` keys and service accounts.
+//! - [`amqp_uri`] reads broker URIs (`amqp://`, `amqps://` and their TLS options).
 //!
 //! Every function is total: malformed input yields an error value or a warning,
 //! never a panic.
 
 pub mod account;
+pub mod amqp_uri;
 pub mod apns;
 pub mod app_config;
 pub mod contact;

@@ -18,12 +18,15 @@
 mod decode;
 mod publish;
 mod session;
+mod tls;
 mod topology;
 
 pub use decode::{DecodeError, MAX_BODY_BYTES, decode_body};
 pub use publish::{Publisher, ReplyQueue};
 pub use session::{Broker, Consumer, Delivery, QueueState, Replier, Settle};
-pub use topology::{connect, consume, declare_exchanges, declare_topology, queue_arguments};
+pub use topology::{
+    check_uri, connect, connect_uri, consume, declare_exchanges, declare_topology, queue_arguments,
+};
 
 /// Shared queue name, identical on every pusher node (Erlang or Rust).
 pub const QUEUE: &str = "pusher_shared_listener";
@@ -53,6 +56,13 @@ pub enum Error {
         #[source]
         source: lapin::Error,
     },
+    /// A broker URI that cannot be used (it is never quoted: it may hold a password).
+    #[error("broker URI {0}")]
+    Uri(#[source] pusher_core::amqp_uri::Error),
+    /// The TLS options of an `amqps://` URI cannot be used (a file that cannot be read,
+    /// a key that does not match its certificate, …).
+    #[error("broker TLS: {0}")]
+    Tls(String),
     /// The broker did not confirm a publish.
     #[error("publish of {routing_key} to {exchange} was not confirmed by the broker")]
     NotConfirmed {

@@ -27,7 +27,8 @@ pub struct QueueState {
 }
 
 impl Broker {
-    /// Connects once (no retry loop of lapin's own: callers own backoff). `name` is the
+    /// Connects once (no retry loop of lapin's own: callers own backoff) to an `amqp://`
+    /// or `amqps://` URI (TLS options: [`pusher_core::amqp_uri`]). `name` is the
     /// connection name the broker shows.
     pub async fn connect(uri: &str, name: &str) -> Result<Self> {
         Ok(Self {

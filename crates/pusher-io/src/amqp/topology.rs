@@ -1,16 +1,24 @@
 //! Kazoo's pusher topology (spec §1.1–1.3): exchanges, the shared queue with Kazoo's
-//! arguments *and argument types*, its bindings, and the manual-ack consumer on it.
+//! arguments *and argument types*, its bindings, and the manual-ack consumer on it; and
+//! the connection itself, plain or TLS ([`connect`]).
+
+use std::io;
+use std::time::Duration;
 
 use lapin::options::{
     BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
+use lapin::tcp::AsyncTcpStream;
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use pusher_core::amqp_uri::{AmqpUri, Verify};
 
+use super::tls::{self, TlsClient};
 use super::{
-    EXCHANGE_PUSHES, EXCHANGE_REGISTRAR, EXCHANGE_TARGETED, KEY_PUSH, KEY_REG_SUCCESS, QUEUE,
-    QUEUE_MAX_LENGTH, QUEUE_MESSAGE_TTL_MS, Result, broker,
+    EXCHANGE_PUSHES, EXCHANGE_REGISTRAR, EXCHANGE_TARGETED, Error, KEY_PUSH, KEY_REG_SUCCESS,
+    QUEUE, QUEUE_MAX_LENGTH, QUEUE_MESSAGE_TTL_MS, Result, broker,
 };
 
 /// The queue arguments Kazoo adds to every queue, with Kazoo's AMQP field types
@@ -25,16 +33,100 @@ pub fn queue_arguments() -> FieldTable {
     args
 }
 
-/// Connects to the broker. `name` is shown in the management UI as the connection name.
+/// Connects to the broker at `uri` (`amqp://` or `amqps://` with Erlang `amqp_uri`'s TLS
+/// options, see [`pusher_core::amqp_uri`]). `name` is shown in the management UI as the
+/// connection name.
 pub async fn connect(uri: &str, name: &str) -> Result<Connection> {
+    connect_uri(&AmqpUri::parse(uri).map_err(Error::Uri)?, name).await
+}
+
+/// Checks a broker URI as [`connect`] would use it, without connecting: the URI and its
+/// options, and for `amqps://` the files it names (read and parsed now).
+pub fn check_uri(uri: &str) -> Result<AmqpUri> {
+    let parsed = AmqpUri::parse(uri).map_err(Error::Uri)?;
+    parse_client_uri(&parsed)?;
+    if let Some(opts) = parsed.tls() {
+        TlsClient::load(opts, parsed.host())?;
+    }
+    Ok(parsed)
+}
+
+/// [`connect`] with a parsed URI.
+pub async fn connect_uri(uri: &AmqpUri, name: &str) -> Result<Connection> {
     // One attempt per call: the service's own supervisor owns backoff and readiness,
     // so lapin must not sit in a retry loop of its own on the initial connect.
     let props = ConnectionProperties::default()
         .with_connection_name(name.into())
         .configure_backoff(|b| b.with_max_times(0));
-    Connection::connect(uri, props)
-        .await
-        .map_err(broker("connect"))
+    let client_uri = parse_client_uri(uri)?;
+    let Some(opts) = uri.tls() else {
+        return Connection::connect_uri(client_uri, props)
+            .await
+            .map_err(broker("connect"));
+    };
+    if opts.verify == Verify::None {
+        // At every connect, not once: an operator must not forget it is on.
+        tracing::warn!(broker = %uri.redacted(),
+            "TLS certificate verification is OFF for this broker (verify=verify_none): \
+             anyone on the path can read and change the traffic");
+    }
+    // The files are read at every connect, so a renewed certificate is used at the next
+    // reconnect without a restart.
+    let tls = TlsClient::load(opts, uri.host())?;
+    let (host, port) = (uri.host().to_string(), uri.port());
+    let shown = format!("{host}:{port}");
+    let runtime = lapin::runtime::default_runtime().map_err(broker("connect"))?;
+    // lapin's own TLS path sends the URI's host as SNI and cannot take a rustls config
+    // of ours (verify, client certificate): open the TCP stream and run the handshake
+    // here, and hand lapin the TLS stream.
+    Connection::connector(
+        client_uri,
+        runtime,
+        async move |uri, runtime| {
+            let open = async {
+                let addrs: Vec<std::net::SocketAddr> =
+                    tokio::net::lookup_host((host.as_str(), port))
+                        .await?
+                        .collect();
+                let tcp = AsyncTcpStream::connect(&runtime, addrs).await?;
+                tcp.into_rustls(&tls.connector, &tls.server_name)
+                    .await
+                    .map_err(|e| tls::handshake_error(e, &shown, &tls.server_name))
+            };
+            // `connection_timeout` (ms) covers TCP and TLS, as lapin's own path does TCP.
+            let stream = match uri.query.connection_timeout {
+                None => open.await,
+                Some(ms) => tokio::time::timeout(Duration::from_millis(ms), open)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("TLS connect to {shown} took more than {ms} ms"),
+                        ))
+                    }),
+            };
+            stream.map_err(lapin::Error::from)
+        },
+        props,
+    )
+    .await
+    // With TLS 1.3 the broker checks our certificate after the handshake returned: its
+    // refusal arrives as an alert on the first read, inside lapin.
+    .map_err(|e| tls::late_alert(e, &format!("{}:{}", uri.host(), uri.port())))
+    .map_err(broker("connect"))
+}
+
+fn parse_client_uri(uri: &AmqpUri) -> Result<AMQPUri> {
+    uri.client_uri()
+        .expose()
+        .parse::<AMQPUri>()
+        // lapin's message may quote the URI: keep only our redacted form.
+        .map_err(|_| {
+            Error::Uri(pusher_core::amqp_uri::Error::Malformed(format!(
+                "the AMQP client cannot read {}",
+                uri.redacted()
+            )))
+        })
 }
 
 /// Declares the exchanges Kamailio publishes to (Kamailio never declares them itself)
@@ -114,6 +206,37 @@ pub async fn consume(channel: &Channel, prefetch: u16, tag: &str) -> Result<Cons
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TLS broker that accepts the TCP connection and never answers: the handshake is
+    /// bounded by the URI's `connection_timeout`.
+    #[tokio::test]
+    async fn connection_timeout_bounds_the_tls_handshake() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = silent.local_addr().expect("addr").port();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let uri =
+            format!("amqps://guest:pw@127.0.0.1:{port}/?verify=verify_none&connection_timeout=300");
+        let err = tokio::time::timeout(Duration::from_secs(30), connect(&uri, "t"))
+            .await
+            .expect("connect returns within the hang guard")
+            .map(drop)
+            .expect_err("nothing answers");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!(
+                "TLS connect to 127.0.0.1:{port} took more than 300 ms"
+            )),
+            "{msg}"
+        );
+        hold.abort();
+    }
 
     #[test]
     fn queue_arguments_have_kazoo_types() {

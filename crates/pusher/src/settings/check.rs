@@ -33,25 +33,19 @@ pub(super) fn check<'a>(
     let mut record = |key: &'static str, v: String, o: &Origin| shown.push((key, v, o.clone()));
 
     let (amqp_uri, o) = value("amqp_uri", DEFAULT_AMQP_URI);
-    if !(amqp_uri.starts_with("amqp://") || amqp_uri.starts_with("amqps://")) {
-        return Err(invalid(
-            "amqp_uri",
-            &o,
-            redact_url(&amqp_uri),
-            "must start with amqp:// (amqps:// is not built in)".into(),
-        ));
-    }
+    // amqp:// or amqps:// with Erlang amqp_uri's TLS options; for amqps:// the files it
+    // names are read now, so a missing CA or key stops the start, not the first connect.
+    let check_uri = |uri: &str, origin: &Origin| {
+        pusher_io::amqp::check_uri(uri)
+            .map(drop)
+            .map_err(|e| invalid("amqp_uri", origin, redact_url(uri), amqp_why(e)))
+    };
+    check_uri(&amqp_uri, &o)?;
     // Fallbacks belong to the ini's cluster: dropped when amqp_uri comes from elsewhere.
+    // They may mix amqp:// and amqps:// brokers, each with its own TLS options.
     let amqp_fallback_uris = if matches!(o, Origin::KazooIni { .. }) {
         for f in ini_fallbacks {
-            if !f.value.starts_with("amqp://") && !f.value.starts_with("amqps://") {
-                return Err(invalid(
-                    "amqp_uri",
-                    &f.origin,
-                    redact_url(&f.value),
-                    "must start with amqp://".into(),
-                ));
-            }
+            check_uri(&f.value, &f.origin)?;
         }
         ini_fallbacks.iter().map(|f| f.value.clone()).collect()
     } else {
@@ -182,4 +176,12 @@ pub(super) fn check<'a>(
         shutdown_grace,
         log_json,
     })
+}
+
+/// The reason a broker URI is refused, without the adapter's prefix.
+fn amqp_why(e: pusher_io::amqp::Error) -> String {
+    match e {
+        pusher_io::amqp::Error::Uri(e) => e.to_string(),
+        other => other.to_string(),
+    }
 }

@@ -31,7 +31,7 @@ pub const KEYS: &[Key] = &[
         key: "amqp_uri",
         env: "PUSHER_AMQP_URI",
         default: Some(DEFAULT_AMQP_URI),
-        help: "RabbitMQ broker",
+        help: "RabbitMQ broker: amqp:// or amqps:// (TLS options as query parameters)",
     },
     Key {
         key: "couch_url",

@@ -294,7 +294,7 @@ fn kazoo_ini_errors_name_file_section_key_and_line() {
         msg,
         format!(
             "amqp_uri \"http://guest:***@rabbit/\" from [amqp] uri ({ini} line 6) is invalid: \
-             must start with amqp:// (amqps:// is not built in)"
+             must start with amqp:// or amqps://"
         )
     );
     let broken = temp_file("broken.ini", "[bigcouch]\nport = 5984x\n");
@@ -357,4 +357,99 @@ fn print_config_shows_every_key_with_its_origin() {
     // What was printed (minus comments and redaction) is a valid PUSHER_CONFIG file.
     let again = temp_file("again.toml", &text);
     Settings::from_map(&map(&[("PUSHER_CONFIG", &again)])).expect("round trip");
+}
+
+#[test]
+fn amqps_brokers_from_env_toml_and_kazoo_ini_are_checked_at_start() {
+    // A CA file as the operator would point at (any PEM certificate will do).
+    let pki_dir = std::env::temp_dir().join(format!("pusher-settings-{}-pki", std::process::id()));
+    let pki = pusher_sandbox::pki::TestPki::load_or_generate(&pki_dir).expect("test PKI");
+    let ca = pki
+        .path(pusher_sandbox::pki::files::CA)
+        .display()
+        .to_string();
+    let client = pki
+        .client(pusher_sandbox::pki::ClientVariant::Pkcs8)
+        .path
+        .display()
+        .to_string();
+
+    // Env: server-verified and mutual TLS, the TLS options as query parameters.
+    let uri = format!(
+        "amqps://kazoo:tls-secret@rabbit.example:5671/%2f?cacertfile={ca}\
+         &certfile={client}&keyfile={client}&server_name_indication=rabbit.example\
+         &verify=verify_peer&heartbeat=10"
+    );
+    let s = Settings::from_map(&map(&[("PUSHER_AMQP_URI", &uri)])).expect("amqps accepted");
+    assert_eq!(s.amqp_uri, uri);
+    assert!(!format!("{s:?}").contains("tls-secret"));
+
+    // config.ini: a cluster mixing amqp:// and amqps:// brokers, rotated in file order.
+    let ini = temp_file(
+        "tls.ini",
+        &format!(
+            "[amqp]\nuri = \"amqp://guest:guest@10.0.0.1:5672\"\n\
+             uri = \"amqps://guest:guest@10.0.0.2:5671/?cacertfile={ca}\"\n\
+             uri = \"amqps://guest:guest@10.0.0.3/?verify=verify_none\"\n"
+        ),
+    );
+    let s = Settings::from_map(&map(&[("KAZOO_CONFIG", &ini)])).expect("ini accepted");
+    assert_eq!(s.amqp_uri, "amqp://guest:guest@10.0.0.1:5672");
+    assert_eq!(
+        s.amqp_fallback_uris,
+        [
+            format!("amqps://guest:guest@10.0.0.2:5671/?cacertfile={ca}"),
+            "amqps://guest:guest@10.0.0.3/?verify=verify_none".to_string()
+        ]
+    );
+
+    // TOML: an unknown parameter is named, with the file and line; no password shown.
+    let toml = temp_file(
+        "tls.toml",
+        "prefetch = 5\namqp_uri = \"amqps://u:toml-secret@h/?verfy=verify_none\"\n",
+    );
+    let msg = Settings::from_map(&map(&[("PUSHER_CONFIG", &toml)]))
+        .expect_err("unknown parameter")
+        .to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "amqp_uri = \"amqps://u:***@h/?verfy=verify_none\" ({toml} line 2) is invalid: \
+             unknown parameter `verfy` (known: heartbeat"
+        )),
+        "{msg}"
+    );
+
+    // A file that cannot be read, in a fallback of the ini: named with its line.
+    let ini = temp_file(
+        "tls-missing.ini",
+        "[amqp]\nuri = \"amqp://guest:guest@10.0.0.1:5672\"\n\
+         uri = \"amqps://guest:ini-secret@10.0.0.2/?cacertfile=/nonexistent/ca.pem\"\n",
+    );
+    let msg = Settings::from_map(&map(&[("KAZOO_CONFIG", &ini)]))
+        .expect_err("missing CA")
+        .to_string();
+    assert!(
+        msg.contains(&format!("from [amqp] uri ({ini} line 3) is invalid: ")),
+        "{msg}"
+    );
+    assert!(msg.contains("cacertfile /nonexistent/ca.pem: "), "{msg}");
+    assert!(!msg.contains("ini-secret"), "{msg}");
+
+    // TLS options on a plain URI, and half a client certificate.
+    for (uri, why) in [
+        (
+            format!("amqp://h/?cacertfile={ca}"),
+            "TLS parameter `cacertfile` needs an amqps:// URI",
+        ),
+        (
+            format!("amqps://h/?certfile={client}"),
+            "`certfile` and `keyfile` go together (mutual TLS needs both)",
+        ),
+    ] {
+        let msg = Settings::from_map(&map(&[("PUSHER_AMQP_URI", &uri)]))
+            .expect_err("refused")
+            .to_string();
+        assert!(msg.ends_with(&format!("is invalid: {why}")), "{msg}");
+    }
+    let _ = std::fs::remove_dir_all(&pki_dir);
 }

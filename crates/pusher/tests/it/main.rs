@@ -1,6 +1,7 @@
 //! Integration tests of the pusher against a real RabbitMQ and a real CouchDB-API server
 //! (one test binary for the crate; see `helpers` for isolation).
 
+mod amqps;
 mod binary;
 mod cache;
 mod config_reload;
