@@ -362,6 +362,7 @@ async fn couch_outage_with_a_registration_flood_holds_up_no_push() {
     }
     let before = started.elapsed();
 
+    let dropped_before = drops.dropped().await;
     generation.store(b'b', Ordering::Relaxed);
     proxy.cut().await;
     let cut_at = Instant::now();
@@ -443,8 +444,8 @@ async fn couch_outage_with_a_registration_flood_holds_up_no_push() {
          the outage, {} in all, {DEVICES} devices, warm after {before:?}) and push_req at \
          {PUSH_PER_S}/s ({} in the outage, {} in all): push_req lost {lost}, later than the \
          {DEADLINE:?} deadline {late}, provider arrival after publish p50 {p50:?} p99 {p99:?} \
-         max {max:?}; dropped by the queue {dropped} ({dropped_in_outage} by the end of the \
-         outage), most ready during it {max_ready}; /ready codes during the outage \
+         max {max:?}; dropped by the queue {dropped} ({dropped_before} before the outage, \
+         {dropped_in_outage} by its end), most ready during it {max_ready}; /ready codes during the outage \
          {ready_codes:?}, samples not consuming {not_consuming}; device docs with the new \
          token {}/{DEVICES} {devices_right_after:?} after recovery; reg_success consumed \
          {consumed}, settled with an outcome {settled} ({outcomes:?}); queue drained {drained}",
@@ -809,25 +810,38 @@ async fn provider_answering_after_30s_gets_one_request_and_timeout_at_the_deadli
 // ---------------------------------------------------------------------------------------
 // 5. The broker closes the connection mid-flight.
 
-/// The broker closes the service's connection (`rabbitmqctl close_connection`) while
+/// The broker closes one instance's connection (`rabbitmqctl close_connection`) while
 /// about 100 pushes are in flight at 200 ms provider latency (closed-loop load, at most
-/// 100 published and not yet at the provider). Every push reaches the provider; a push
-/// may reach it twice only if the broker had handed it to the old session and redelivers
-/// it (at-least-once: at most the deliveries the old session held, each at most twice);
-/// and no handler of the old session acts after the session ended: no provider request
-/// between the end of the old session and the start of the new one, and no push whose
-/// two requests both came after the end.
+/// 100 published and not yet at the provider; a second instance consumes the same queue,
+/// as in production, so Kazoo's auto-delete queue outlives the closed connection).
+/// Every push reaches the provider; a push may reach it twice only if the closed session
+/// held it and the broker redelivers it (at-least-once: at most the deliveries that
+/// session held, each at most twice); and no handler of the old session acts after the
+/// session ended: no push has both of its requests after the end (the old handler's and
+/// the redelivered copy's).
+///
+/// With a single instance the closed connection takes the queue with it (auto-delete)
+/// and whatever it held is gone, by Kazoo's topology: that is not what this measures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_closing_the_connection_mid_flight_loses_nothing_and_stops_old_handlers() {
     let mock = apns_mock(Duration::from_millis(200)).await;
     let (mut w, app) = push_world(&mock, "isoclose").await;
     let drops = w.count_drops().await;
+    // The other instance, in-process too, on its own node name.
+    // (A name that does not start with this instance's: connections are found by name.)
+    let node_a = w.node.clone();
+    w.node = format!("pusher@it-{}", rand_hex(8));
+    let other_stop = CancellationToken::new();
+    let other = pusher::start(w.settings(), other_stop.clone())
+        .await
+        .expect("second instance starts");
+    w.node = node_a;
     w.start().await;
     drops.assert_applied().await;
     let load = Load::start(w.vhost.uri(), &app, &mock, "x", 100, 400);
     load.wait_published(200, Duration::from_secs(30)).await;
 
-    // /ready every 5 ms: when the service saw its session end and a new one start.
+    // /ready every 5 ms: when the instance saw its session end and a new one start.
     let stop_poll = CancellationToken::new();
     let poller = {
         let addr = w.http_addr.expect("http");
@@ -881,14 +895,6 @@ async fn broker_closing_the_connection_mid_flight_loses_nothing_and_stops_old_ha
     });
     // A request already on the wire when the session ended may land a moment later.
     let slack = Duration::from_millis(20);
-    let records = mock.received();
-    let in_gap = match (down, up) {
-        (Some(d), Some(u)) => records
-            .iter()
-            .filter(|r| r.at > d + slack && r.at < u)
-            .count(),
-        _ => 0,
-    };
     let twice_after_end: Vec<&String> = match down {
         Some(d) => ledger
             .seen
@@ -901,12 +907,11 @@ async fn broker_closing_the_connection_mid_flight_loses_nothing_and_stops_old_ha
     let sent_twice = ledger.seen.values().filter(|s| s.count >= 2).count();
     let most = ledger.seen.values().map(|s| s.count).max().unwrap_or(0);
     tell(format!(
-        "isolation (5) broker closes the connection with ~100 in flight at 200 ms: {report}; \
-         connections closed {closed}; the old session held {held} deliveries, {open_at_provider} \
-         requests open at the provider at the close; session down → up {:?}; pushes sent twice \
-         {sent_twice} (most requests for one push {most}); provider requests between the end \
-         of the old session and the new one {in_gap}; pushes sent twice after the end \
-         {}; dropped by the queue {dropped}",
+        "isolation (5) broker closes one of two instances' connection with ~100 in flight at \
+         200 ms: {report}; connections closed {closed}; the closed session held {held} \
+         deliveries, {open_at_provider} requests open at the provider at the close; session \
+         down → up {:?}; pushes sent twice {sent_twice} (most requests for one push {most}); \
+         pushes sent twice, both after the session ended {}; dropped by the queue {dropped}",
         down.zip(up).map(|(d, u)| since(d, u)),
         twice_after_end.len()
     ));
@@ -922,10 +927,6 @@ async fn broker_closing_the_connection_mid_flight_loses_nothing_and_stops_old_ha
         report.lost.first()
     );
     assert_eq!(dropped, 0, "the broker dropped {dropped} messages");
-    assert_eq!(
-        in_gap, 0,
-        "provider requests while no session was up: handlers of the old session acted"
-    );
     assert!(
         twice_after_end.is_empty(),
         "{} pushes sent twice after the old session ended (its handlers went on), e.g. {:?}",
@@ -935,9 +936,14 @@ async fn broker_closing_the_connection_mid_flight_loses_nothing_and_stops_old_ha
     assert!(
         most <= 2 && sent_twice as u64 <= held,
         "{sent_twice} pushes sent twice (at most {most} times each), more than the {held} \
-         deliveries the old session held"
+         deliveries the closed session held"
     );
     w.stop().await;
+    other_stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), other.handle)
+        .await
+        .expect("second instance stops within 10 s")
+        .expect("second instance joins");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -949,9 +955,9 @@ async fn broker_closing_the_connection_mid_flight_loses_nothing_and_stops_old_ha
 const BACKLOG: u32 = 36;
 
 /// HTTP/2 streams the mock APNs allows per connection in the SIGKILL tests: with 20 ms
-/// latency it caps each instance at ~400 pushes/s, so a publisher can keep both
-/// instances' prefetch windows full.
-const STREAMS: u32 = 8;
+/// latency it caps each instance at ~100 pushes/s, so the publisher keeps both
+/// instances' prefetch windows full even on a busy machine.
+const STREAMS: u32 = 2;
 
 /// What one SIGKILL run measured.
 #[derive(Debug)]
@@ -1007,7 +1013,8 @@ async fn saturate(
     let probe = conn.create_channel().await.expect("probe channel");
     let mut k = 0u64;
     while !stop.is_cancelled() {
-        let ready = probe
+        // The queue is gone only once both instances are (the test failed): stop.
+        let Ok(queue) = probe
             .queue_declare(
                 SHARED_QUEUE.into(),
                 QueueDeclareOptions {
@@ -1017,8 +1024,10 @@ async fn saturate(
                 FieldTable::default(),
             )
             .await
-            .expect("queue depth")
-            .message_count();
+        else {
+            break;
+        };
+        let ready = queue.message_count();
         if ready >= BACKLOG {
             tokio::time::sleep(Duration::from_millis(2)).await;
             continue;
