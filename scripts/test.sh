@@ -48,9 +48,11 @@ cargo test --workspace --no-fail-fast || rc=$?
 
 # Second, serial phase: the fault tests that restart the shared broker itself
 # (`rabbitmqctl stop_app; start_app`) are #[ignore]d in the main suite, whose parallel
-# tests they would break; they run here, alone, once the main suite has finished.
-log "fault tests that restart the broker (serial, after the main suite)"
-cargo test -p pusher --test it --no-fail-fast -- --ignored --test-threads=1 faults:: ||
+# tests they would break; they run here, alone, once the main suite has finished. So
+# does the SIGKILL-by-prefetch measurement (`isolation::`), which saturates two pusherd
+# and would disturb the parallel tests' timing.
+log "fault tests that restart the broker, and the SIGKILL measurement (serial, after the main suite)"
+cargo test -p pusher --test it --no-fail-fast -- --ignored --test-threads=1 faults:: isolation:: ||
     rc=$?
 if [[ -s $figures ]]; then
     log "fault-test figures"

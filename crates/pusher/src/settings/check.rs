@@ -8,7 +8,8 @@ use pusher_io::couch::redact_url;
 use super::print::shown_url;
 use super::sources::Raw;
 use super::{
-    DEFAULT_AMQP_URI, DEFAULT_COUCH_URL, DEFAULT_HTTP_ADDR, Error, Origin, Settings, hostname,
+    DEFAULT_AMQP_URI, DEFAULT_COUCH_URL, DEFAULT_HTTP_ADDR, DEFAULT_PREFETCH, Error, Origin,
+    Settings, hostname,
 };
 
 /// Checks every value and builds the settings; records each shown value and origin.
@@ -93,7 +94,8 @@ pub(super) fn check<'a>(
         record(key, n.to_string(), &o);
         Ok(n)
     };
-    let prefetch = u16::try_from(num("prefetch", 200, 1, 10_000)?).unwrap_or(200);
+    let prefetch = u16::try_from(num("prefetch", DEFAULT_PREFETCH.into(), 1, 10_000)?)
+        .unwrap_or(DEFAULT_PREFETCH);
     let ms = Duration::from_millis;
     let retry_budget = ms(num("retry_budget_ms", 45_000, 0, 55_000)?);
     let shutdown_grace = ms(num("shutdown_grace_ms", 4_000, 0, 60_000)?);

@@ -7,6 +7,13 @@ pub const DEFAULT_AMQP_URI: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_COUCH_URL: &str = "http://127.0.0.1:5984";
 /// Default listen address of `/health` and `/ready`.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8099";
+/// Default prefetch: unacked deliveries per instance. Kazoo's shared queue keeps at most
+/// 100 ready messages and drops the oldest beyond that; when an instance dies, its unacked
+/// deliveries go back to the queue on top of the backlog, so prefetch + backlog must stay
+/// ≤ 100 or the broker drops messages. 64 leaves room for a backlog of 36 (a SIGKILL of one
+/// of two saturated instances lost 0 at 64 and 48, 114 at 200: BENCHMARKS.md, "SIGKILL and
+/// the prefetch"); pushes per app in flight default to ¾ of it (48).
+pub const DEFAULT_PREFETCH: u16 = 64;
 /// Where Kazoo looks for its `config.ini` when `KAZOO_CONFIG` is unset, in its order
 /// (`kazoo_config_init`): the Kazoo 3 path, then the Kazoo 4 one.
 pub const DEFAULT_KAZOO_CONFIG_PATHS: &[&str] =
@@ -60,7 +67,7 @@ pub const KEYS: &[Key] = &[
     Key {
         key: "prefetch",
         env: "PUSHER_PREFETCH",
-        default: Some("200"),
+        default: Some("64"),
         help: "unacked deliveries = concurrent handlers",
     },
     Key {

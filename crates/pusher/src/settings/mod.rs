@@ -60,7 +60,8 @@ use pusher_io::couch::redact_url;
 
 pub use error::{Error, Origin};
 pub use keys::{
-    DEFAULT_AMQP_URI, DEFAULT_COUCH_URL, DEFAULT_HTTP_ADDR, DEFAULT_KAZOO_CONFIG_PATHS, KEYS, Key,
+    DEFAULT_AMQP_URI, DEFAULT_COUCH_URL, DEFAULT_HTTP_ADDR, DEFAULT_KAZOO_CONFIG_PATHS,
+    DEFAULT_PREFETCH, KEYS, Key,
 };
 use load::load;
 pub use print::Loaded;

@@ -38,9 +38,9 @@ fn defaults() {
     assert_eq!(s.zone, "local");
     assert!(s.node.starts_with("pusher@"));
     assert_eq!(s.http_addr, Some("127.0.0.1:8099".parse().expect("addr")));
-    assert_eq!(s.prefetch, 200);
+    assert_eq!(s.prefetch, 64);
     assert!(!s.log_json);
-    assert_eq!(s.push.per_app_in_flight, 150);
+    assert_eq!(s.push.per_app_in_flight, 48);
     assert!(s.amqp_fallback_uris.is_empty());
 }
 
@@ -115,7 +115,7 @@ fn sample_kazoo_ini_is_read_for_a_host_in_zone_z200() {
     );
     assert_eq!(s.zone, "z200");
     // Everything else is still the default.
-    assert_eq!(s.prefetch, 200);
+    assert_eq!(s.prefetch, 64);
     assert!(matches!(
         origin_of(&l, "zone"),
         Origin::KazooIni { section, key, .. } if section == "kazoo_apps" && key == "zone"
@@ -452,4 +452,16 @@ fn amqps_brokers_from_env_toml_and_kazoo_ini_are_checked_at_start() {
         assert!(msg.ends_with(&format!("is invalid: {why}")), "{msg}");
     }
     let _ = std::fs::remove_dir_all(&pki_dir);
+}
+
+#[test]
+fn the_shown_prefetch_default_is_the_one_applied() {
+    let key = super::KEYS
+        .iter()
+        .find(|k| k.key == "prefetch")
+        .expect("prefetch key");
+    assert_eq!(
+        key.default,
+        Some(super::DEFAULT_PREFETCH.to_string().as_str())
+    );
 }

@@ -564,3 +564,189 @@ pub async fn apns_mock(latency: Duration) -> pusher_sandbox::apns_mock::MockApns
         .await
         .expect("mock APNs")
 }
+
+// ---------------------------------------------------------------------------------------
+// Counting what the broker drops, and reading the service's metrics.
+
+/// Exchange (fanout) and queue that [`World::count_drops`] dead-letters into.
+pub const DROPPED: &str = "it.dropped";
+
+/// Name of the vhost policy that dead-letters into [`DROPPED`].
+const POLICY: &str = "it-count-drops";
+
+/// Counts the messages the shared queue of one vhost drops (overflow past Kazoo's
+/// `x-max-length` 100, or TTL): a vhost policy dead-letters them into [`DROPPED`], as the
+/// bench does. Kazoo's own declaration has no dead-letter exchange, so the policy changes
+/// nothing but where a dropped message goes.
+pub struct DropCounter {
+    vhost: String,
+    _conn: lapin::Connection,
+    channel: lapin::Channel,
+}
+
+impl DropCounter {
+    /// Messages dead-lettered so far.
+    pub async fn dropped(&self) -> u32 {
+        self.channel
+            .queue_declare(
+                DROPPED.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("passive declare of the drop counter")
+            .message_count()
+    }
+
+    /// Fails the test unless the broker applies the counting policy to the shared queue
+    /// (call once the service has declared it).
+    pub async fn assert_applied(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let out = rabbitmqctl(&[
+                "-q",
+                "list_queues",
+                "-p",
+                &self.vhost,
+                "name",
+                "policy",
+                "--no-table-headers",
+            ]);
+            if out
+                .lines()
+                .any(|l| l.starts_with(SHARED_QUEUE) && l.contains(POLICY))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the drop-counting policy is not applied to {SHARED_QUEUE}: {out}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl World {
+    /// Starts counting what the shared queue drops (see [`DropCounter`]); call before the
+    /// service declares the queue or after, the policy applies either way.
+    pub async fn count_drops(&self) -> DropCounter {
+        use lapin::options::{ExchangeDeclareOptions, QueueBindOptions};
+        let conn = pusher_io::amqp::connect(&self.vhost.uri(), "it-drop-counter")
+            .await
+            .expect("drop-counter connection");
+        let channel = conn.create_channel().await.expect("drop-counter channel");
+        channel
+            .exchange_declare(
+                DROPPED.into(),
+                lapin::ExchangeKind::Fanout,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare the dead-letter exchange");
+        channel
+            .queue_declare(
+                DROPPED.into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare the drop counter");
+        channel
+            .queue_bind(
+                DROPPED.into(),
+                DROPPED.into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind the drop counter");
+        let policy = json!({ "dead-letter-exchange": DROPPED }).to_string();
+        rabbitmqctl(&[
+            "-q",
+            "set_policy",
+            "-p",
+            &self.vhost.name,
+            "--apply-to",
+            "queues",
+            POLICY,
+            &format!("^{SHARED_QUEUE}$"),
+            &policy,
+        ]);
+        DropCounter {
+            vhost: self.vhost.name.clone(),
+            _conn: conn,
+            channel,
+        }
+    }
+
+    /// `GET /metrics` of the running service (text format).
+    pub async fn metrics(&self) -> String {
+        let addr = self.http_addr.expect("http enabled");
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// `GET /ready`: status code and JSON body (`0` and `null` if it does not answer).
+    pub async fn ready_body(&self) -> (u16, Value) {
+        let addr = self.http_addr.expect("http enabled");
+        match reqwest::get(format!("http://{addr}/ready")).await {
+            Ok(r) => {
+                let code = r.status().as_u16();
+                (code, r.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+}
+
+/// The sum of every `/metrics` sample whose line starts with `prefix` (a series and all
+/// its label sets, e.g. `pusher_reg_success_total{`).
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum()
+}
+
+/// Every `/metrics` sample whose line starts with `prefix`, as `labels value` lines.
+pub fn metric_lines(text: &str, prefix: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| l[prefix.len()..].to_string())
+        .collect()
+}
+
+/// Closes, from the broker's side (`rabbitmqctl close_connection`), every connection in
+/// `vhost` whose client properties contain `name` (e.g. `pusher <node>`, the service's
+/// connection name); returns how many it closed.
+pub fn close_connections(vhost: &str, name: &str, reason: &str) -> usize {
+    let conns = rabbitmqctl(&[
+        "-q",
+        "list_connections",
+        "-p",
+        vhost,
+        "pid",
+        "client_properties",
+        "--no-table-headers",
+    ]);
+    let pids: Vec<&str> = conns
+        .lines()
+        .filter(|l| l.contains(name))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for pid in &pids {
+        rabbitmqctl(&["-q", "close_connection", pid, reason]);
+    }
+    pids.len()
+}

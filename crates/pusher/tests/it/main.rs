@@ -9,6 +9,7 @@ mod ctl;
 mod faults;
 mod helpers;
 mod hostile;
+mod isolation;
 mod kamailio;
 mod lifecycle;
 mod push;

@@ -117,7 +117,7 @@ async fn queue_arguments_bindings_and_manual_ack_consumer() {
         .unwrap_or_else(|| panic!("consumer: {consumers}"));
     assert_eq!(c["ack_required"], true, "manual ack");
     assert_eq!(c["active"], true);
-    assert_eq!(c["prefetch_count"], 200);
+    assert_eq!(c["prefetch_count"], pusher::settings::DEFAULT_PREFETCH);
 
     w.stop().await;
 }
