@@ -854,3 +854,51 @@ async fn metrics_and_ready_reflect_what_happened() {
     assert_eq!(ready["couchdb"], "reachable");
     w.stop().await;
 }
+
+/// Issue #14 part 4: a service account under `firebase_v1` with `firebase_v1.enabled:
+/// false` disables the app for `Token-Type: firebase` pushes too (not only
+/// `firebase_v1`), while the same account enabled is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firebase_v1_enabled_false_disables_firebase_token_pushes() {
+    let fcm = MockFcm::start(FcmMockConfig::default())
+        .await
+        .expect("mock FCM");
+    let sa = pki().service_account_json(&fcm.token_uri());
+    fcm.add_service_account(&sa).expect("register account");
+    let mut w = world(Some(fcm.base_url())).await;
+    let on = app_id("fcmon");
+    let off = app_id("fcmoff");
+    set_config(
+        &w.couch,
+        &[&on, "firebase_v1"],
+        json!({"service_account": sa}),
+    )
+    .await;
+    set_config(
+        &w.couch,
+        &[&off, "firebase_v1"],
+        json!({"service_account": sa, "enabled": false}),
+    )
+    .await;
+    w.start().await;
+    let (reply_to, mut replies) = reply_queue(&w).await;
+    for (app, token_type, token, status) in [
+        (&off, "firebase", "fcmoff1", "disabled"),
+        (&off, "firebase_v1", "fcmoff2", "disabled"),
+        (&on, "firebase", "fcmon1", "delivered"),
+    ] {
+        let mut body = push_req(app, token_type, token);
+        body["Pusher-Reply-To"] = json!(reply_to);
+        publish_push(&w, &body).await;
+        let r = next_reply(&mut replies).await;
+        assert_eq!(r["Msg-ID"], body["Msg-ID"], "{r}");
+        assert_eq!(r["Status"], status, "{app} {token_type}: {r}");
+    }
+    let sent: Vec<String> = fcm.received().iter().map(|r| r.token.clone()).collect();
+    assert_eq!(
+        sent,
+        vec!["fcmon1".to_string()],
+        "disabled app: nothing sent"
+    );
+    w.stop().await;
+}
