@@ -9,6 +9,7 @@ mod faults;
 mod helpers;
 mod hostile;
 mod kamailio;
+mod legacy;
 mod lifecycle;
 mod push;
 mod redelivery;
