@@ -190,10 +190,13 @@ async fn exactly_one_push_resp_when_the_device_registers_through_another_instanc
     let sid = server_id();
     let mut kamailio = requester(&w, &sid).await;
     let token = format!("legacy{}", rand_hex(12));
-    let req = kazoo_query_push_req(&token, &sid);
+    let mut req = kazoo_query_push_req(&token, &sid);
+    // Our verdict reply says when the request was handled (so remembered).
+    let (reply_to, mut verdicts) = crate::push::reply_queue(&w).await;
+    req["Pusher-Reply-To"] = json!(reply_to);
     // Only the first instance runs: it takes (and remembers) the request.
     publish_push(&w, &req).await;
-    w.wait_queue_drained().await;
+    crate::push::next_reply(&mut verdicts).await;
     let b = Second::start(&w, &node_b).await;
 
     // The phone registers; RabbitMQ hands registrations to both instances in turn, and
@@ -237,26 +240,30 @@ async fn exactly_one_push_resp_when_the_device_registers_through_another_instanc
     w.stop().await;
 }
 
-/// A registration after the wait (2 s here, `legacy_push_resp_wait_ms`) is not answered;
+/// A registration after the wait (4 s here, `legacy_push_resp_wait_ms`) is not answered;
 /// a request made afterwards still is, so the silence is not a broken link.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_push_resp_once_the_wait_is_over() {
+    const WAIT_MS: u64 = 4000;
     let mut w = World::new().await;
     let node_b = other_node();
-    configure(&w, &w.node, true, Some(2000), true).await;
-    configure(&w, &node_b, true, Some(2000), true).await;
+    configure(&w, &w.node, true, Some(WAIT_MS), true).await;
+    configure(&w, &node_b, true, Some(WAIT_MS), true).await;
     w.put_device("legacydev", json!({})).await;
     w.start().await;
     let b = Second::start(&w, &node_b).await;
     let sid = server_id();
     let mut kamailio = requester(&w, &sid).await;
+    // The requests also ask for our verdict reply: it comes once the request was
+    // handled, so after it was remembered (a quicker signal than the queue depth).
+    let (reply_to, mut verdicts) = crate::push::reply_queue(&w).await;
     let token = format!("legacy{}", rand_hex(12));
-    let late = kazoo_query_push_req(&token, &sid);
+    let mut late = kazoo_query_push_req(&token, &sid);
+    late["Pusher-Reply-To"] = json!(reply_to);
     publish_push(&w, &late).await;
-    w.wait_queue_drained().await;
-    // Remembered before the queue drained. The behaviour under test is the passing of
-    // time: let the 2 s wait run out (with a margin).
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    crate::push::next_reply(&mut verdicts).await;
+    // The behaviour under test is the passing of time: let the wait run out (+ margin).
+    tokio::time::sleep(Duration::from_millis(WAIT_MS + 500)).await;
     for _ in 0..2 {
         w.publish_reg(&reg_success(&w, &token)).await;
     }
@@ -267,9 +274,10 @@ async fn no_push_resp_once_the_wait_is_over() {
         "answered after the wait"
     );
     // A fresh request is answered: the link works, and only the fresh Msg-ID comes.
-    let fresh = kazoo_query_push_req(&token, &sid);
+    let mut fresh = kazoo_query_push_req(&token, &sid);
+    fresh["Pusher-Reply-To"] = json!(reply_to);
     publish_push(&w, &fresh).await;
-    w.wait_queue_drained().await;
+    crate::push::next_reply(&mut verdicts).await;
     w.publish_reg(&reg_success(&w, &token)).await;
     let resp = next_within(&mut kamailio, MUST_COME)
         .await
