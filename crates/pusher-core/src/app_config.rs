@@ -124,7 +124,7 @@ impl AppConfig {
         AppConfig {
             app: app.to_string(),
             token_type,
-            enabled: doc.app_bool(app, zone, &[token_type.as_str(), "enabled"], true),
+            enabled: enabled(doc, app, zone, token_type, credentials.as_ref().ok()),
             deadline: push_deadline(scoped.value(&["push_deadline_ms"])),
             remove_invalid_tokens: doc.app_bool(app, zone, &["remove_invalid_tokens"], false),
             credentials,
@@ -135,6 +135,32 @@ impl AppConfig {
     pub fn deadline_or(&self, fallback: Duration) -> Duration {
         self.deadline.unwrap_or(fallback)
     }
+}
+
+/// Whether pushes of `token_type` may be sent for `app`.
+///
+/// Disabled when `<Token-Type>.enabled` is false (for a Firebase token this covers
+/// Kazoo 5's rule, which disables an app whose `firebase.enabled` and
+/// `firebase_v1.enabled` are both false), **or** when the section that holds the
+/// credentials in use says `enabled: false`: a service account under `firebase_v1` with
+/// `firebase_v1.enabled: false` disables `Token-Type: firebase` pushes too (and one under
+/// `firebase` with `firebase.enabled: false` disables `firebase_v1` pushes). Each key is
+/// read app → zone → `default` with Kazoo's `to_boolean`; absent or not boolean-like
+/// means enabled.
+pub fn enabled(
+    doc: &ConfigDoc,
+    app: &str,
+    zone: &str,
+    token_type: TokenType,
+    credentials: Option<&Credentials>,
+) -> bool {
+    let section_says = |section: &str| doc.app_bool(app, zone, &[section, "enabled"], true);
+    let credentials_section = match credentials {
+        Some(Credentials::Firebase(f)) => Some(f.section),
+        // Apple credentials always sit in `apple`, the token type's own section.
+        Some(Credentials::Apple(_)) | None => None,
+    };
+    section_says(token_type.as_str()) && credentials_section.is_none_or(section_says)
 }
 
 /// Per-app reads of one doc.

@@ -13,6 +13,8 @@
 //! - [`push_req`] reads a `push_req` (spec §1.4, §5.2); [`apns`] and [`fcm`] turn it
 //!   into an APNs request or an FCM v1 message (spec §6.1, §6.4), and [`outcome`]
 //!   classifies the provider's answer and times retries (providers.md §1, §2).
+//! - [`legacy_resp`] keeps the `push_req`s a 2015 `kazoo_query` Kamailio waits on, for
+//!   the opt-in legacy `push_resp` (spec §3.6), bounded in memory.
 //! - [`credentials`] checks APNs certificates, `.p8` keys and service accounts.
 //! - [`amqp_uri`] reads broker URIs (`amqp://`, `amqps://` and their TLS options).
 //!
@@ -30,6 +32,7 @@ pub mod envelope;
 pub mod fcm;
 pub mod kapps_config;
 pub mod kazoo_ini;
+pub mod legacy_resp;
 pub mod outcome;
 pub mod push_req;
 pub mod redelivery;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pusher_core::kapps_config::ConfigDoc;
+use pusher_core::legacy_resp;
 use pusher_core::outcome::retry_delay;
 use pusher_core::ua_rules::UserAgentRules;
 use pusher_io::couch::CouchClient;
@@ -35,6 +36,12 @@ pub struct PusherConfig {
     pub rules: UserAgentRules,
     /// `rfc8599` resolved node → zone → default (default false).
     pub rfc8599: bool,
+    /// `legacy_push_resp` resolved node → zone → default (default false): answer the
+    /// `kazoo_query` of 2015 Kamailio configurations (see [`crate::legacy`]).
+    pub legacy_push_resp: bool,
+    /// `legacy_push_resp_wait_ms` resolved node → zone → default: how long such a
+    /// request waits for its device's registration (default 20 s, 1–60 s).
+    pub legacy_push_resp_wait: Duration,
     /// `(scope, not-after as Unix seconds)` of each readable `<scope>.apple.certificate`,
     /// for the expiry gauge.
     pub apns_cert_not_after: Vec<(String, i64)>,
@@ -57,16 +64,24 @@ impl PusherConfig {
         for e in &errors {
             tracing::error!(config_rev = %rev, error.message = %e, "User-Agents rule skipped");
         }
-        let rfc8599 = doc
-            .node_value(node, zone, &["rfc8599"])
-            .and_then(pusher_core::kapps_config::to_boolean)
-            .unwrap_or(false);
+        let flag = |key: &str| {
+            doc.node_value(node, zone, &[key])
+                .and_then(pusher_core::kapps_config::to_boolean)
+                .unwrap_or(false)
+        };
+        let rfc8599 = flag("rfc8599");
+        let legacy_push_resp = flag("legacy_push_resp");
+        let legacy_push_resp_wait =
+            legacy_resp::wait(doc.node_value(node, zone, &["legacy_push_resp_wait_ms"]))
+                .unwrap_or(legacy_resp::DEFAULT_WAIT);
         let apns_cert_not_after = apns_certificates(&doc);
         Self {
             doc,
             rev,
             rules,
             rfc8599,
+            legacy_push_resp,
+            legacy_push_resp_wait,
             apns_cert_not_after,
         }
     }
@@ -202,7 +217,8 @@ fn publish(tx: &watch::Sender<Option<Arc<PusherConfig>>>, cfg: PusherConfig, sta
             .config_reloads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(config_rev = %cfg.rev, user_agent_rules = cfg.rules.len(),
-            rfc8599 = cfg.rfc8599, "system_config/pusher loaded");
+            rfc8599 = cfg.rfc8599, legacy_push_resp = cfg.legacy_push_resp,
+            "system_config/pusher loaded");
     }
     tx.send_replace(Some(Arc::new(cfg)));
 }
@@ -231,6 +247,32 @@ mod tests {
         let elsewhere = PusherConfig::compile(doc, "pusher@n2", "east");
         assert_eq!(elsewhere.rules.rules()[0].key, "A");
         assert!(!elsewhere.rfc8599);
+    }
+
+    #[test]
+    fn legacy_push_resp_is_node_scoped_and_off_by_default() {
+        let doc = json!({
+            "default": {"legacy_push_resp": "false", "legacy_push_resp_wait_ms": 5000},
+            "local": {"legacy_push_resp": "TRUE"},
+            "pusher@n1": {"legacy_push_resp": false, "legacy_push_resp_wait_ms": 2000},
+            "pusher@n2": {"legacy_push_resp_wait_ms": 61_000}
+        });
+        let n1 = PusherConfig::compile(doc.clone(), "pusher@n1", "local");
+        assert!(!n1.legacy_push_resp, "node beats zone");
+        assert_eq!(n1.legacy_push_resp_wait, Duration::from_secs(2));
+        let n2 = PusherConfig::compile(doc.clone(), "pusher@n2", "local");
+        assert!(n2.legacy_push_resp, "zone beats default");
+        assert_eq!(
+            n2.legacy_push_resp_wait,
+            legacy_resp::DEFAULT_WAIT,
+            "out of range: the default, not the next scope"
+        );
+        let n3 = PusherConfig::compile(doc, "pusher@n3", "east");
+        assert!(!n3.legacy_push_resp);
+        assert_eq!(n3.legacy_push_resp_wait, Duration::from_secs(5));
+        let empty = PusherConfig::compile(json!({}), "n", "z");
+        assert!(!empty.legacy_push_resp);
+        assert_eq!(empty.legacy_push_resp_wait, Duration::from_secs(20));
     }
 
     #[test]

@@ -110,6 +110,7 @@ async fn session(
     let conn = Broker::connect(amqp_uri, &settings.connection_name).await?;
     let mut consumer = conn.consume_shared(settings.prefetch).await?;
     let replier = consumer.replier();
+    let mut legacy = legacy_link(&conn, dispatcher).await;
     state.set_consuming(true);
     tracing::info!(queue = amqp::QUEUE, consumer_tag = %consumer.tag(),
         prefetch = settings.prefetch, "consuming");
@@ -165,6 +166,8 @@ async fn session(
                 work.cancel();
                 let _ = tokio::time::timeout(CANCEL_WAIT, tracker.wait()).await;
             }
+            // Before the connection goes, so the link ends quietly.
+            stop_legacy(legacy.take()).await;
             consumer.close("pusher shutting down").await;
             conn.close("pusher shutting down").await;
         }
@@ -183,7 +186,40 @@ async fn session(
             }
         }
     }
+    stop_legacy(legacy.take()).await;
     result
+}
+
+/// A session's legacy link task, and what stops it.
+type LegacyTask = (CancellationToken, tokio::task::JoinHandle<()>);
+
+async fn stop_legacy(legacy: Option<LegacyTask>) {
+    if let Some((stop, task)) = legacy {
+        stop.cancel();
+        let _ = task.await;
+    }
+}
+
+/// Starts the legacy `push_resp` link of this session (on or off by the live config, so
+/// an edit needs no reconnect). It has a channel of its own: its failure is logged and
+/// never ends the session.
+async fn legacy_link(conn: &Broker, dispatcher: &Dispatcher) -> Option<LegacyTask> {
+    match conn.legacy_link().await {
+        Ok(link) => {
+            let stop = CancellationToken::new();
+            let legacy = dispatcher.legacy().clone();
+            let until = stop.clone();
+            Some((
+                stop,
+                tokio::spawn(async move { legacy.run(link, until).await }),
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(error.message = %e,
+                "legacy push_resp link not set up; kazoo_query requests are not answered in this session");
+            None
+        }
+    }
 }
 
 async fn handle(

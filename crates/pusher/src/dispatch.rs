@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pusher_core::envelope::{self, Event};
+use pusher_core::legacy_resp::Waiting;
 use pusher_core::push_req::{self, Echo, PushReq, PushVerdict};
 use pusher_core::redelivery::Arrival;
 use pusher_core::reg_success::RegSuccess;
@@ -20,6 +21,7 @@ use pusher_io::amqp::{self, DecodeError};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::legacy::LegacyPushResp;
 use crate::push::{PushOutcome, Pusher, provider_label};
 use crate::register::{RegOutcome, Registrar};
 use crate::state::State;
@@ -99,8 +101,13 @@ pub enum Message {
     /// `directory` / `reg_success`, parsed (or why it is unusable).
     RegSuccess(Result<RegSuccess, Unusable>),
     /// `notification` / `push_req`: its envelope, the requester's own timestamp (Unix
-    /// ms), and the request (or why unusable).
-    PushReq(Echo, Option<u64>, Result<Box<PushReq>, String>),
+    /// ms), the request (or why unusable), and what a legacy `push_resp` would need.
+    PushReq(
+        Echo,
+        Option<u64>,
+        Result<Box<PushReq>, String>,
+        Option<Waiting>,
+    ),
     /// Another event (logged and settled).
     Other {
         /// `Event-Category`.
@@ -131,6 +138,7 @@ impl Message {
                 PushReq::from_json(&body, crate::clock::unix_ms())
                     .map(Box::new)
                     .map_err(|e| e.to_string()),
+                Waiting::of(&body),
             ),
             Event::Other { category, name } => Message::Other {
                 msg_id: envelope::msg_id(&body).unwrap_or("").to_string(),
@@ -146,25 +154,33 @@ impl Message {
 pub struct Dispatcher {
     registrar: Arc<Registrar>,
     pusher: Arc<Pusher>,
+    legacy: Arc<LegacyPushResp>,
     state: Arc<State>,
     node: Arc<str>,
 }
 
 impl Dispatcher {
-    /// A dispatcher handing registrations to `registrar` and pushes to `pusher`; `node`
-    /// is our name in `push_resp`.
+    /// A dispatcher handing registrations to `registrar` and pushes to `pusher` (and to
+    /// `legacy` the requests a `kazoo_query` waits on); `node` is our name in `push_resp`.
     pub fn new(
         registrar: Arc<Registrar>,
         pusher: Arc<Pusher>,
+        legacy: Arc<LegacyPushResp>,
         state: Arc<State>,
         node: &str,
     ) -> Self {
         Self {
             registrar,
             pusher,
+            legacy,
             state,
             node: node.into(),
         }
+    }
+
+    /// The legacy `push_resp`, whose link each AMQP session runs.
+    pub fn legacy(&self) -> &Arc<LegacyPushResp> {
+        &self.legacy
     }
 
     /// Handles one delivery and says how to settle it (and what to reply, if asked).
@@ -198,8 +214,12 @@ impl Dispatcher {
                 m.reg_success.inc(&[outcome.as_str()]);
                 disposition.into()
             }
-            Message::PushReq(echo, stamped, req) => {
+            Message::PushReq(echo, stamped, req, waiting) => {
                 m.consumed.inc(&["push_req"]);
+                // Before the push is sent, so the woken device cannot register first.
+                if let (Ok(_), Some(waiting)) = (&req, waiting) {
+                    self.legacy.remember(waiting);
+                }
                 let arrival = Arrival {
                     received,
                     redelivered: msg.redelivered,
@@ -325,7 +345,7 @@ mod tests {
     fn decode_classifies_once_and_keeps_the_envelope_of_unusable_pushes() {
         let body = json!({"Event-Category": "notification", "Event-Name": "push_req",
             "Msg-ID": "m1", "Pusher-Reply-To": "q1"});
-        let Message::PushReq(echo, _, req) = Message::decode(body) else {
+        let Message::PushReq(echo, _, req, _) = Message::decode(body) else {
             panic!("a push_req");
         };
         assert_eq!(echo.msg_id.as_deref(), Some("m1"));

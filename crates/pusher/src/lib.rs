@@ -5,7 +5,8 @@
 //! `reg_success` or a `push_req`) → the workflow of its class: [`register`] (decide in
 //! the core, write the device doc) or [`push`] (resolve, build, send, classify, act) →
 //! one ack or requeue back in [`consumer`]. [`config`] keeps a compiled snapshot of
-//! `system_config/pusher` current; [`http`] serves `/health`, `/ready` and `/metrics`;
+//! `system_config/pusher` current; [`legacy`] answers Kamailio's 2015 `kazoo_query`
+//! (opt-in); [`http`] serves `/health`, `/ready` and `/metrics`;
 //! [`settings`] reads the configuration once; [`ctl`] is `pusherctl`, which no module of
 //! the running service imports.
 //!
@@ -18,6 +19,7 @@ pub mod consumer;
 pub mod ctl;
 pub mod dispatch;
 pub mod http;
+pub mod legacy;
 pub mod metrics;
 pub mod push;
 pub mod register;
@@ -98,6 +100,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         tokens: tokens.clone(),
         state: state.clone(),
     }));
+    let legacy = Arc::new(legacy::LegacyPushResp::new(config.clone(), &settings.node));
     let registrar = Arc::new(register::Registrar::new(register::RegistrarParts {
         devices: Arc::new(register::device_cache::DeviceCache::new(
             couch.clone(),
@@ -110,10 +113,16 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         slots: usize::from(settings.prefetch / 2).max(1),
         tokens,
         state: state.clone(),
+        legacy: legacy.clone(),
     }));
     tokio::spawn(registrar.clone().drain(background.clone()));
-    let dispatcher =
-        dispatch::Dispatcher::new(registrar.clone(), pusher, state.clone(), &settings.node);
+    let dispatcher = dispatch::Dispatcher::new(
+        registrar.clone(),
+        pusher,
+        legacy,
+        state.clone(),
+        &settings.node,
+    );
     let consumer_settings = consumer::ConsumerSettings {
         amqp_uris: std::iter::once(settings.amqp_uri.clone())
             .chain(settings.amqp_fallback_uris.iter().cloned())

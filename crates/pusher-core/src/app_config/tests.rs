@@ -134,6 +134,73 @@ fn enabled_reads_the_section_of_the_token_type() {
 }
 
 #[test]
+fn the_section_holding_the_credentials_can_disable_the_app() {
+    // The service account sits under firebase_v1, which says enabled: false: a
+    // `Token-Type: firebase` push is disabled too, though `firebase.enabled` is unset.
+    let d = doc(
+        json!({"firebase_v1": {"service_account": sa(), "enabled": false}}),
+        json!({}),
+        json!({}),
+    );
+    assert!(!resolve(&d, TokenType::Firebase).enabled);
+    assert!(!resolve(&d, TokenType::FirebaseV1).enabled);
+    // The same from the zone, as a string (Kazoo's to_boolean).
+    let d = doc(
+        json!({"firebase_v1": {"service_account": sa()}}),
+        json!({"firebase_v1": {"enabled": "FALSE"}}),
+        json!({}),
+    );
+    assert!(!resolve(&d, TokenType::Firebase).enabled);
+    // The openkazoo fork's place: firebase.enabled false disables firebase_v1 pushes.
+    let d = doc(
+        json!({"firebase": {"service_account": sa(), "enabled": false}}),
+        json!({}),
+        json!({}),
+    );
+    assert!(!resolve(&d, TokenType::FirebaseV1).enabled);
+    // Kazoo 5's rule is kept: both sections false disables, whatever holds the account.
+    let d = doc(
+        json!({"firebase_v1": {"service_account": sa()}, "firebase": {"enabled": false}}),
+        json!({}),
+        json!({"firebase_v1": {"enabled": false}}),
+    );
+    assert!(!resolve(&d, TokenType::Firebase).enabled);
+    assert!(!resolve(&d, TokenType::FirebaseV1).enabled);
+    // A section that holds no credentials in use does not disable the other type.
+    let d = doc(
+        json!({"firebase_v1": {"service_account": sa()}, "firebase": {"enabled": false}}),
+        json!({}),
+        json!({}),
+    );
+    assert!(resolve(&d, TokenType::FirebaseV1).enabled);
+    assert!(
+        !resolve(&d, TokenType::Firebase).enabled,
+        "the token type's own section still applies"
+    );
+    // Enabled everywhere: sent; no credentials at all: the token type's section decides.
+    let d = doc(
+        json!({"firebase_v1": {"service_account": sa(), "enabled": true}}),
+        json!({}),
+        json!({}),
+    );
+    assert!(resolve(&d, TokenType::Firebase).enabled);
+    let d = doc(
+        json!({"firebase_v1": {"enabled": false}}),
+        json!({}),
+        json!({}),
+    );
+    assert!(resolve(&d, TokenType::Firebase).enabled);
+    assert!(!resolve(&d, TokenType::FirebaseV1).enabled);
+    // Apple credentials live in `apple`: only apple.enabled matters.
+    let d = doc(
+        json!({"apple": {"certificate": "PEM"}, "firebase_v1": {"enabled": false}}),
+        json!({}),
+        json!({}),
+    );
+    assert!(resolve(&d, TokenType::Apple).enabled);
+}
+
+#[test]
 fn remove_invalid_tokens_defaults_to_false_and_is_scoped() {
     let d = doc(json!({}), json!({}), json!({}));
     assert!(!resolve(&d, TokenType::Apple).remove_invalid_tokens);

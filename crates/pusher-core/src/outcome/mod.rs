@@ -105,23 +105,23 @@ fn http_reason(status: u16) -> Cow<'static, str> {
 pub fn is_auth_reason(reason: &str) -> bool {
     reason.starts_with("oauth:")
         || matches!(
-        reason,
-        "BadCertificate"
-            | "BadCertificateEnvironment"
-            | "ExpiredProviderToken"
-            | "Forbidden"
-            | "InvalidProviderToken"
-            | "MissingProviderToken"
-            | "UnrelatedKeyIdInToken"
-            | "BadEnvironmentKeyInToken"
-            | "TopicDisallowed"
-            | "SENDER_ID_MISMATCH"
-            | "THIRD_PARTY_AUTH_ERROR"
-            | "PERMISSION_DENIED"
-            | "UNAUTHENTICATED"
-            | "HTTP 401"
-            | "HTTP 403"
-    )
+            reason,
+            "BadCertificate"
+                | "BadCertificateEnvironment"
+                | "ExpiredProviderToken"
+                | "Forbidden"
+                | "InvalidProviderToken"
+                | "MissingProviderToken"
+                | "UnrelatedKeyIdInToken"
+                | "BadEnvironmentKeyInToken"
+                | "TopicDisallowed"
+                | "SENDER_ID_MISMATCH"
+                | "THIRD_PARTY_AUTH_ERROR"
+                | "PERMISSION_DENIED"
+                | "UNAUTHENTICATED"
+                | "HTTP 401"
+                | "HTTP 403"
+        )
 }
 
 #[cfg(test)]

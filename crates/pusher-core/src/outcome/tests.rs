@@ -503,7 +503,14 @@ fn auth_reasons_are_recognised() {
     ] {
         assert!(is_auth_reason(r), "{r}");
     }
-    for r in ["BadTopic", "Unregistered", "UNAVAILABLE", "HTTP 500", "", "xoauth:x"] {
+    for r in [
+        "BadTopic",
+        "Unregistered",
+        "UNAVAILABLE",
+        "HTTP 500",
+        "",
+        "xoauth:x",
+    ] {
         assert!(!is_auth_reason(r), "{r}");
     }
 }

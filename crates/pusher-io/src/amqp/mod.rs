@@ -10,6 +10,9 @@
 //! - [`publish`]: [`Publisher`] with broker confirms; [`ReplyQueue`] for a requester
 //!   that waits for an answer (`pusherctl push`).
 //! - [`decode`]: a body per its content type/encoding into a JSON object.
+//! - the opt-in legacy `push_resp` adds one fanout exchange of ours,
+//!   [`EXCHANGE_LEGACY`], and a private queue per instance bound to it
+//!   ([`declare_legacy_link`], [`LegacyLink`]); Kazoo's queue and bindings are untouched.
 //!
 //! The service never sees a lapin type: it gets plain data and settle-once handles.
 //! [`connect`] still hands out a raw `lapin::Connection` for independent clients (tests,
@@ -23,9 +26,10 @@ mod topology;
 
 pub use decode::{DecodeError, MAX_BODY_BYTES, decode_body};
 pub use publish::{Publisher, ReplyQueue};
-pub use session::{Broker, Consumer, Delivery, QueueState, Replier, Settle};
+pub use session::{Broker, Consumer, Delivery, LegacyLink, QueueState, Replier, Settle};
 pub use topology::{
-    check_uri, connect, connect_uri, consume, declare_exchanges, declare_topology, queue_arguments,
+    check_uri, connect, connect_uri, consume, declare_exchanges, declare_legacy_link,
+    declare_topology, queue_arguments,
 };
 
 /// Shared queue name, identical on every pusher node (Erlang or Rust).
@@ -36,6 +40,10 @@ pub const EXCHANGE_PUSHES: &str = "pushes";
 pub const EXCHANGE_REGISTRAR: &str = "registrar";
 /// Direct exchange for replies addressed by `Server-ID`.
 pub const EXCHANGE_TARGETED: &str = "targeted";
+/// Fanout exchange of this project (not Kazoo's) through which pusher instances tell
+/// each other that a token registered, for the opt-in legacy `push_resp`: each
+/// instance binds a queue of its own to it ([`Broker::legacy_link`]).
+pub const EXCHANGE_LEGACY: &str = "pusher.legacy_push_resp";
 /// Binding key for `push_req` (`notification.push.<type>.<token>`).
 pub const KEY_PUSH: &str = "notification.push.*.*";
 /// Binding key for `reg_success` (`registration.success.<realm>.<user>`).

@@ -4,12 +4,13 @@
 use futures_util::StreamExt as _;
 use lapin::Acker;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 
-use super::{Publisher, ReplyQueue, Result, broker, topology};
+use super::{EXCHANGE_LEGACY, EXCHANGE_TARGETED, Publisher, ReplyQueue, Result, broker, topology};
 
 /// One connection to a broker.
 #[derive(Debug)]
@@ -57,6 +58,29 @@ impl Broker {
     /// A private, server-named reply queue (exclusive, auto-delete) and its consumer.
     pub async fn reply_queue(&self) -> Result<ReplyQueue> {
         ReplyQueue::declare(self.channel().await?).await
+    }
+
+    /// The link of the opt-in legacy `push_resp`, on a channel of its own: the
+    /// instances' fanout exchange, a private queue of ours bound to it and consumed.
+    pub async fn legacy_link(&self) -> Result<LegacyLink> {
+        let channel = self.channel().await?;
+        let queue = topology::declare_legacy_link(&channel).await?;
+        // no_ack: an announcement is a hint worth seconds; one lost with a connection
+        // only means an unanswered kazoo_query (Kamailio's own timeout handles that).
+        let inner = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    exclusive: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(broker("basic.consume"))?;
+        Ok(LegacyLink { channel, inner })
     }
 
     /// Ready messages and consumers of `queue`, or `None` when it does not exist. Uses a
@@ -190,6 +214,57 @@ impl Replier {
             .basic_publish(
                 "".into(),
                 queue.into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await
+            .map_err(broker("basic.publish"))?;
+        Ok(())
+    }
+}
+
+/// The opt-in legacy `push_resp`'s own channel: announcements in and out through the
+/// instances' fanout exchange, and answers to `targeted`.
+#[derive(Debug)]
+pub struct LegacyLink {
+    channel: Channel,
+    inner: lapin::Consumer,
+}
+
+impl LegacyLink {
+    /// The body of the next announcement (ours included); `None` when the broker
+    /// cancelled the consumer, `Err` when the channel or connection failed.
+    pub async fn next(&mut self) -> Option<Result<Vec<u8>>> {
+        let next = self.inner.next().await?;
+        Some(next.map(|d| d.data).map_err(broker("basic.consume stream")))
+    }
+
+    /// Tells every instance (this one too): publishes `body` to [`EXCHANGE_LEGACY`].
+    pub async fn announce(&self, body: &[u8]) -> Result<()> {
+        self.publish(EXCHANGE_LEGACY, "", body).await
+    }
+
+    /// Answers a `kazoo_query`: publishes `body` to exchange `targeted` with routing key
+    /// `server_id`, as Kazoo's `targeted_publish` does (spec §2.2, §4).
+    pub async fn answer(&self, server_id: &str, body: &[u8]) -> Result<()> {
+        self.publish(EXCHANGE_TARGETED, server_id, body).await
+    }
+
+    /// Closes the channel (its queue goes with it).
+    pub async fn close(&self) {
+        let _ = self.channel.close(200, "legacy link done".into()).await;
+    }
+
+    // No confirm: a requester that went away must not hold anything up.
+    async fn publish(&self, exchange: &str, routing_key: &str, body: &[u8]) -> Result<()> {
+        let props = BasicProperties::default()
+            .with_content_type(ShortString::from("application/json"))
+            .with_delivery_mode(1);
+        self.channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
                 BasicPublishOptions::default(),
                 body,
                 props,

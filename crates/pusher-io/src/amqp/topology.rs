@@ -17,8 +17,8 @@ use pusher_core::amqp_uri::{AmqpUri, Verify};
 
 use super::tls::{self, TlsClient};
 use super::{
-    EXCHANGE_PUSHES, EXCHANGE_REGISTRAR, EXCHANGE_TARGETED, Error, KEY_PUSH, KEY_REG_SUCCESS,
-    QUEUE, QUEUE_MAX_LENGTH, QUEUE_MESSAGE_TTL_MS, Result, broker,
+    EXCHANGE_LEGACY, EXCHANGE_PUSHES, EXCHANGE_REGISTRAR, EXCHANGE_TARGETED, Error, KEY_PUSH,
+    KEY_REG_SUCCESS, QUEUE, QUEUE_MAX_LENGTH, QUEUE_MESSAGE_TTL_MS, Result, broker,
 };
 
 /// The queue arguments Kazoo adds to every queue, with Kazoo's AMQP field types
@@ -181,6 +181,59 @@ pub async fn declare_topology(channel: &Channel) -> Result<()> {
             .map_err(broker("queue.bind"))?;
     }
     Ok(())
+}
+
+/// Declares the instances' fanout exchange [`EXCHANGE_LEGACY`] and a private queue of
+/// this instance bound to it; returns the queue's (server-generated) name.
+///
+/// Kazoo's shared queue cannot carry this: each of its messages reaches one instance,
+/// and an announcement must reach all. Nothing of Kazoo's topology changes.
+pub async fn declare_legacy_link(channel: &Channel) -> Result<String> {
+    // Fanout: every bound queue gets every announcement. durable=false like Kazoo's
+    // exchanges; auto_delete=false, so the exchange never vanishes between one
+    // instance's unbind and another's publish (a publish to a missing exchange closes
+    // the channel).
+    channel
+        .exchange_declare(
+            EXCHANGE_LEGACY.into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(broker("exchange.declare"))?;
+    // Server-named, exclusive (only this connection uses it, and it goes with the
+    // connection), auto_delete (gone when our consumer goes); a short TTL and length
+    // cap because an announcement is only worth anything for seconds.
+    let mut args = FieldTable::default();
+    args.insert("x-message-ttl".into(), AMQPValue::LongInt(60_000));
+    args.insert("x-max-length".into(), AMQPValue::LongInt(10_000));
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                passive: false,
+                durable: false,
+                exclusive: true,
+                auto_delete: true,
+                nowait: false,
+            },
+            args,
+        )
+        .await
+        .map_err(broker("queue.declare"))?;
+    let name = queue.name().to_string();
+    channel
+        .queue_bind(
+            name.as_str().into(),
+            EXCHANGE_LEGACY.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(broker("queue.bind"))?;
+    Ok(name)
 }
 
 /// Sets the prefetch and starts a non-exclusive, manual-ack consumer on the shared queue.

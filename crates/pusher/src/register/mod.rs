@@ -28,6 +28,7 @@ use self::device_cache::{CachedPush, DeviceCache, Ticket};
 use self::lot::{Lot, Offer};
 use crate::config::{ConfigReceiver, PusherConfig};
 use crate::dispatch::{Disposition, short};
+use crate::legacy::LegacyPushResp;
 use crate::state::State;
 use crate::tokens::TokenIndex;
 
@@ -137,6 +138,8 @@ pub struct RegistrarParts {
     pub devices: Arc<DeviceCache>,
     /// Metrics.
     pub state: Arc<State>,
+    /// Told each registered token (the opt-in legacy `push_resp`).
+    pub legacy: Arc<LegacyPushResp>,
 }
 
 /// Writes registrations to device documents.
@@ -148,6 +151,7 @@ pub struct Registrar {
     tokens: Arc<TokenIndex>,
     devices: Arc<DeviceCache>,
     state: Arc<State>,
+    legacy: Arc<LegacyPushResp>,
     lot: Lot<Job>,
 }
 
@@ -161,6 +165,7 @@ impl Registrar {
             tokens: parts.tokens,
             devices: parts.devices,
             state: parts.state,
+            legacy: parts.legacy,
             lot: Lot::new(parts.slots),
         }
     }
@@ -364,6 +369,10 @@ impl Registrar {
                 ..
             } => (account_db, device_id, update),
         };
+        // The device is awake: a kazoo_query waiting on its token may be answered.
+        if let PushUpdate::Set(push) = &update {
+            self.legacy.registered(cfg, push);
+        }
         // A refresh that changes nothing is answered from the cache (kept correct by the
         // database's change feed, see device_cache).
         let wanted: CachedPush = match &update {

@@ -11,6 +11,7 @@ mod helpers;
 mod hostile;
 mod isolation;
 mod kamailio;
+mod legacy;
 mod lifecycle;
 mod push;
 mod redelivery;

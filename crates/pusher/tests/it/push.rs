@@ -779,7 +779,10 @@ async fn metrics_and_ready_reflect_what_happened() {
         if metric(&text, "pusher_reg_success_total{outcome=\"updated\"}") == Some(1.0) {
             break;
         }
-        assert!(Instant::now() < hang_guard, "first registration never counted");
+        assert!(
+            Instant::now() < hang_guard,
+            "first registration never counted"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     w.publish_reg(&reg).await; // unchanged
@@ -1129,5 +1132,53 @@ async fn a_hung_token_endpoint_times_out_fcm_at_the_deadline_only() {
         "one token request for all the pushes waiting on it"
     );
     assert!(fcm.received().is_empty());
+    w.stop().await;
+}
+
+/// Issue #14 part 4: a service account under `firebase_v1` with `firebase_v1.enabled:
+/// false` disables the app for `Token-Type: firebase` pushes too (not only
+/// `firebase_v1`), while the same account enabled is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firebase_v1_enabled_false_disables_firebase_token_pushes() {
+    let fcm = MockFcm::start(FcmMockConfig::default())
+        .await
+        .expect("mock FCM");
+    let sa = pki().service_account_json(&fcm.token_uri());
+    fcm.add_service_account(&sa).expect("register account");
+    let mut w = world(Some(fcm.base_url())).await;
+    let on = app_id("fcmon");
+    let off = app_id("fcmoff");
+    set_config(
+        &w.couch,
+        &[&on, "firebase_v1"],
+        json!({"service_account": sa}),
+    )
+    .await;
+    set_config(
+        &w.couch,
+        &[&off, "firebase_v1"],
+        json!({"service_account": sa, "enabled": false}),
+    )
+    .await;
+    w.start().await;
+    let (reply_to, mut replies) = reply_queue(&w).await;
+    for (app, token_type, token, status) in [
+        (&off, "firebase", "fcmoff1", "disabled"),
+        (&off, "firebase_v1", "fcmoff2", "disabled"),
+        (&on, "firebase", "fcmon1", "delivered"),
+    ] {
+        let mut body = push_req(app, token_type, token);
+        body["Pusher-Reply-To"] = json!(reply_to);
+        publish_push(&w, &body).await;
+        let r = next_reply(&mut replies).await;
+        assert_eq!(r["Msg-ID"], body["Msg-ID"], "{r}");
+        assert_eq!(r["Status"], status, "{app} {token_type}: {r}");
+    }
+    let sent: Vec<String> = fcm.received().iter().map(|r| r.token.clone()).collect();
+    assert_eq!(
+        sent,
+        vec!["fcmon1".to_string()],
+        "disabled app: nothing sent"
+    );
     w.stop().await;
 }

@@ -99,3 +99,50 @@ fn push_resp_built_by_the_service_validates() {
     unknown["Status"] = json!("delivered");
     assert!(s.is_valid(&unknown));
 }
+
+#[test]
+fn legacy_push_resp_built_by_the_service_validates_and_differs_from_the_verdict_reply() {
+    use pusher_core::legacy_resp::{Waiting, push_resp};
+    use pusher_core::push_req::{Echo, PushVerdict};
+    let s = schema("kapi.pusher.push_resp.legacy.json");
+    // What a 2015 kazoo_query push_req carries (the capture has the same envelope).
+    let request = fixture_bodies("push_req")[0].clone();
+    let waiting = Waiting::of(&request).expect("the capture has Token-ID, Msg-ID, Server-ID");
+    let resp = push_resp(&waiting, "pusher@n", env!("CARGO_PKG_VERSION"));
+    let errors: Vec<String> = s.iter_errors(&resp).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(resp["Msg-ID"], request["Msg-ID"]);
+    let mut no_token = resp.clone();
+    no_token.as_object_mut().unwrap().remove("Token-ID");
+    assert!(
+        !s.is_valid(&no_token),
+        "Kazoo's push_resp requires Token-ID"
+    );
+    // The two replies are told apart by their schemas.
+    let verdict = pusher_core::push_req::push_resp(
+        &Echo::of(&request),
+        &PushVerdict {
+            status: "delivered",
+            reason: "",
+            provider: "apns",
+            elapsed_ms: 1,
+        },
+        "pusher@n",
+        "v",
+    );
+    assert!(!s.is_valid(&verdict));
+    assert!(!schema("kapi.pusher.push_resp.json").is_valid(&resp));
+}
+
+#[test]
+fn legacy_push_resp_config_keys_are_described() {
+    let s = schema("system_config.pusher.json");
+    let mut doc = json!({"_id": "pusher", "default": {"legacy_push_resp": true,
+        "legacy_push_resp_wait_ms": 20000}});
+    assert!(s.is_valid(&doc));
+    doc["default"]["legacy_push_resp_wait_ms"] = json!(500);
+    assert!(!s.is_valid(&doc));
+    doc["default"]["legacy_push_resp_wait_ms"] = json!(2000);
+    doc["default"]["legacy_push_resp"] = json!("maybe");
+    assert!(!s.is_valid(&doc));
+}
