@@ -38,6 +38,10 @@ pub const KEEP: Duration = Duration::from_secs(120);
 pub const MAX_ENTRIES: usize = 200_000;
 /// Header a pusher stamps on a message it hands back: when it first saw it (Unix ms).
 pub const FIRST_SEEN_HEADER: &str = "x-pusher-first-seen-ms";
+/// Header a pusher sets on a push it deferred because its app was at its in-flight limit
+/// (value 1): such a push that comes back past its deadline was ours to deliver and is a
+/// `timeout`, not `expired`.
+pub const DEFERRED_HEADER: &str = "x-pusher-deferred";
 /// Stamps older than this are no evidence.
 const MAX_STAMP_AGE: Duration = Duration::from_secs(3600);
 
@@ -50,6 +54,8 @@ pub struct Arrival {
     pub redelivered: bool,
     /// The earliest wall-clock stamp the message carries (Unix ms), if any.
     pub stamped_ms: Option<u64>,
+    /// A pusher deferred it (its app was at its in-flight limit).
+    pub deferred: bool,
 }
 
 impl Arrival {
@@ -59,6 +65,7 @@ impl Arrival {
             received,
             redelivered: false,
             stamped_ms: None,
+            deferred: false,
         }
     }
 }

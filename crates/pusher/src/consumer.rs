@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use pusher_core::outcome::retry_delay;
-use pusher_core::redelivery::FIRST_SEEN_HEADER;
+use pusher_core::redelivery::{DEFERRED_HEADER, FIRST_SEEN_HEADER};
 use pusher_io::amqp::{self, Broker, Delivery, Replier};
 use rand::Rng as _;
 use tokio::sync::Semaphore;
@@ -234,6 +234,7 @@ async fn handle(
     let first_seen_ms = delivery
         .int_header(FIRST_SEEN_HEADER)
         .and_then(|ms| u64::try_from(ms).ok());
+    let deferred = delivery.int_header(DEFERRED_HEADER).is_some();
     let Delivery {
         routing_key,
         content_type,
@@ -249,6 +250,7 @@ async fn handle(
         routing_key,
         redelivered,
         first_seen_ms,
+        deferred,
         data,
     };
     let handled = dispatcher.process(&msg, work).await;
@@ -262,20 +264,28 @@ async fn handle(
     m.settled.inc(&[match handled.disposition {
         Disposition::Ack => "ack",
         Disposition::Requeue => "requeue",
+        Disposition::Defer => "defer",
     }]);
     m.messages_in_flight.fetch_sub(1, Ordering::Relaxed);
     let settled = match (handled.disposition, handled.first_seen_ms) {
         (Disposition::Ack, _) => settle.ack().await,
-        (Disposition::Requeue, None) => settle.requeue().await,
-        (Disposition::Requeue, Some(ms)) => {
+        (Disposition::Requeue | Disposition::Defer, None) => settle.requeue().await,
+        (disposition, Some(ms)) => {
+            let first_seen = i64::try_from(ms).unwrap_or(i64::MAX);
+            let (queue, headers): (&str, &[(&str, i64)]) = match disposition {
+                Disposition::Defer => (
+                    amqp::QUEUE_DEFERRED,
+                    &[(FIRST_SEEN_HEADER, first_seen), (DEFERRED_HEADER, 1)],
+                ),
+                _ => (amqp::QUEUE, &[(FIRST_SEEN_HEADER, first_seen)]),
+            };
             let stamped = replier
                 .republish_stamped(
-                    amqp::QUEUE,
+                    queue,
                     msg.content_type.as_deref(),
                     msg.content_encoding.as_deref(),
                     &msg.data,
-                    FIRST_SEEN_HEADER,
-                    i64::try_from(ms).unwrap_or(i64::MAX),
+                    headers,
                 )
                 .await;
             match stamped {

@@ -33,6 +33,10 @@ pub enum Disposition {
     Ack,
     /// Reject with requeue: not handled, let the broker redeliver it.
     Requeue,
+    /// Not handled yet: its app is at its in-flight limit. Republished to the deferral
+    /// queue (back in the shared queue a moment later), then acked, so it holds no slot
+    /// of the prefetch window while it waits.
+    Defer,
 }
 
 /// A message to publish on the default exchange before the delivery is settled: the
@@ -52,8 +56,8 @@ pub struct Handled {
     pub disposition: Disposition,
     /// What to publish first, if anything.
     pub reply: Option<Reply>,
-    /// With `Requeue`: hand the message back stamped with this first-seen time (Unix
-    /// ms), so the next pusher counts the push's deadline from it.
+    /// With `Requeue` or `Defer`: hand the message back stamped with this first-seen
+    /// time (Unix ms), so the next pusher counts the push's deadline from it.
     pub first_seen_ms: Option<u64>,
 }
 
@@ -80,6 +84,8 @@ pub struct Incoming {
     pub redelivered: bool,
     /// Header `x-pusher-first-seen-ms`: when a pusher first saw this message (Unix ms).
     pub first_seen_ms: Option<u64>,
+    /// Header `x-pusher-deferred`: a pusher deferred it (its app was at its limit).
+    pub deferred: bool,
     /// Raw body.
     pub data: Vec<u8>,
 }
@@ -224,6 +230,7 @@ impl Dispatcher {
                     received,
                     redelivered: msg.redelivered,
                     stamped_ms: [stamped, msg.first_seen_ms].into_iter().flatten().min(),
+                    deferred: msg.deferred,
                 };
                 let (outcome, provider) = match req {
                     Ok(req) => (
@@ -235,6 +242,7 @@ impl Dispatcher {
                 let disposition = match &outcome {
                     // Interrupted before it got through: let another instance try.
                     PushOutcome::Failed(_) if cancel.is_cancelled() => Disposition::Requeue,
+                    PushOutcome::Deferred => Disposition::Defer,
                     _ => Disposition::Ack,
                 };
                 let reply = echo
@@ -247,7 +255,7 @@ impl Dispatcher {
                     });
                 // A push handed back carries when it was first seen, so its deadline
                 // keeps counting from there (the redelivery rule).
-                let first_seen_ms = (disposition == Disposition::Requeue).then(|| {
+                let first_seen_ms = (disposition != Disposition::Ack).then(|| {
                     let here = crate::clock::unix_ms()
                         .saturating_sub(received.elapsed().as_millis() as u64);
                     msg.first_seen_ms.map_or(here, |ms| ms.min(here))

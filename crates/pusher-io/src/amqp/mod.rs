@@ -28,8 +28,8 @@ pub use decode::{DecodeError, MAX_BODY_BYTES, decode_body};
 pub use publish::{Publisher, ReplyQueue};
 pub use session::{Broker, Consumer, Delivery, LegacyLink, QueueState, Replier, Settle};
 pub use topology::{
-    check_uri, connect, connect_uri, consume, declare_exchanges, declare_legacy_link,
-    declare_topology, queue_arguments,
+    check_uri, connect, connect_uri, consume, declare_deferral, declare_exchanges,
+    declare_legacy_link, declare_topology, deferral_arguments, queue_arguments,
 };
 
 /// Shared queue name, identical on every pusher node (Erlang or Rust).
@@ -48,6 +48,14 @@ pub const EXCHANGE_LEGACY: &str = "pusher.legacy_push_resp";
 pub const KEY_PUSH: &str = "notification.push.*.*";
 /// Binding key for `reg_success` (`registration.success.<realm>.<user>`).
 pub const KEY_REG_SUCCESS: &str = "registration.success.*.*";
+/// Queue of this project (not Kazoo's) where a push waits a moment when its app is at its
+/// in-flight limit, instead of holding a slot of the prefetch window: its messages expire
+/// after [`DEFER_TTL_MS`] and are dead-lettered back to [`QUEUE`].
+pub const QUEUE_DEFERRED: &str = "pusher_deferred";
+/// How long a deferred push waits in [`QUEUE_DEFERRED`] (ms).
+pub const DEFER_TTL_MS: i32 = 250;
+/// Most messages [`QUEUE_DEFERRED`] holds (the oldest go back to [`QUEUE`] early).
+pub const DEFER_MAX_LENGTH: i32 = 10_000;
 /// Kazoo's default `x-max-length` for every queue.
 pub const QUEUE_MAX_LENGTH: i16 = 100;
 /// Kazoo's default `x-message-ttl` (ms) for every queue.

@@ -182,23 +182,24 @@ impl Replier {
         self.to_queue(routing_key, body, props).await
     }
 
-    /// Hands a message back to the shared queue stamped with `header` = `value` (the
-    /// time a pusher first saw it), as a new copy on the default exchange: a plain
-    /// requeue cannot carry the stamp, and the next pusher needs it to count the
-    /// deadline from the first sighting. Publish first, then ack the original: a crash
-    /// in between duplicates the message, never loses it.
+    /// Hands a message back to `queue` as a new copy on the default exchange, with the
+    /// integer `headers` (the time a pusher first saw it, the deferral mark): a plain
+    /// requeue cannot carry them, and the next pusher needs them to count the deadline
+    /// from the first sighting. Publish first, then ack the original: a crash in between
+    /// duplicates the message, never loses it.
     pub async fn republish_stamped(
         &self,
         queue: &str,
         content_type: Option<&str>,
         content_encoding: Option<&str>,
         body: &[u8],
-        header: &str,
-        value: i64,
+        headers: &[(&str, i64)],
     ) -> Result<()> {
-        let mut headers = FieldTable::default();
-        headers.insert(header.into(), AMQPValue::LongLongInt(value));
-        let mut props = BasicProperties::default().with_headers(headers);
+        let mut table = FieldTable::default();
+        for (name, value) in headers {
+            table.insert((*name).into(), AMQPValue::LongLongInt(*value));
+        }
+        let mut props = BasicProperties::default().with_headers(table);
         if let Some(t) = content_type {
             props = props.with_content_type(ShortString::from(t));
         }

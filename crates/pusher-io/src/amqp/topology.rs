@@ -17,8 +17,9 @@ use pusher_core::amqp_uri::{AmqpUri, Verify};
 
 use super::tls::{self, TlsClient};
 use super::{
-    EXCHANGE_LEGACY, EXCHANGE_PUSHES, EXCHANGE_REGISTRAR, EXCHANGE_TARGETED, Error, KEY_PUSH,
-    KEY_REG_SUCCESS, QUEUE, QUEUE_MAX_LENGTH, QUEUE_MESSAGE_TTL_MS, Result, broker,
+    DEFER_MAX_LENGTH, DEFER_TTL_MS, EXCHANGE_LEGACY, EXCHANGE_PUSHES, EXCHANGE_REGISTRAR,
+    EXCHANGE_TARGETED, Error, KEY_PUSH, KEY_REG_SUCCESS, QUEUE, QUEUE_DEFERRED, QUEUE_MAX_LENGTH,
+    QUEUE_MESSAGE_TTL_MS, Result, broker,
 };
 
 /// The queue arguments Kazoo adds to every queue, with Kazoo's AMQP field types
@@ -180,6 +181,39 @@ pub async fn declare_topology(channel: &Channel) -> Result<()> {
             .await
             .map_err(broker("queue.bind"))?;
     }
+    declare_deferral(channel).await
+}
+
+/// The arguments of [`QUEUE_DEFERRED`]: messages wait [`DEFER_TTL_MS`], then go back to
+/// the shared queue through the default exchange (dead-lettering).
+pub fn deferral_arguments() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-message-ttl".into(), AMQPValue::LongInt(DEFER_TTL_MS));
+    args.insert("x-max-length".into(), AMQPValue::LongInt(DEFER_MAX_LENGTH));
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(QUEUE.into()),
+    );
+    args
+}
+
+/// Declares [`QUEUE_DEFERRED`] (shared by every instance; nobody consumes it).
+pub async fn declare_deferral(channel: &Channel) -> Result<()> {
+    let opts = QueueDeclareOptions {
+        passive: false,
+        durable: false,
+        exclusive: false,
+        auto_delete: false,
+        nowait: false,
+    };
+    channel
+        .queue_declare(QUEUE_DEFERRED.into(), opts, deferral_arguments())
+        .await
+        .map_err(broker("queue.declare"))?;
     Ok(())
 }
 

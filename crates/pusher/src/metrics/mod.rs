@@ -42,6 +42,9 @@ pub struct Metrics {
     pub pushes: CounterVec,
     /// `pusher_pushes_in_flight`.
     pub pushes_in_flight: AtomicI64,
+    /// `pusher_pushes_deferred_total{provider}`: pushes handed to the deferral queue
+    /// because their app was at its in-flight limit (each deferral counts).
+    pub push_deferred: CounterVec,
     /// `pusher_push_retries_total{provider}`.
     pub push_retries: CounterVec,
     /// `pusher_dead_tokens_removed_total{provider}`.
@@ -178,6 +181,13 @@ impl Metrics {
             "gauge",
             "Pushes being sent now.",
             self.pushes_in_flight.load(Ordering::Relaxed) as f64,
+        );
+        counters(
+            &mut out,
+            "pusher_pushes_deferred_total",
+            "Pushes deferred (app at its in-flight limit), each deferral counted.",
+            &["provider"],
+            &self.push_deferred,
         );
         counters(
             &mut out,

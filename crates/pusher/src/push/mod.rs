@@ -41,6 +41,9 @@ use crate::config::{ConfigReceiver, PusherConfig};
 use crate::state::State;
 use crate::tokens::TokenIndex;
 
+/// How long a push waits for its app's in-flight limit before it is deferred.
+const DEFER_AFTER: Duration = Duration::from_millis(200);
+
 /// Longest wait for the first load of `system_config/pusher` (within the deadline).
 const CONFIG_WAIT: Duration = Duration::from_secs(15);
 
@@ -145,6 +148,12 @@ impl Pusher {
                 self.seen.done(&key);
             }
             metrics.pushes_in_flight.fetch_sub(1, Ordering::Relaxed);
+            if outcome == PushOutcome::Deferred {
+                // Not a verdict: the push comes back through the deferral queue.
+                metrics.push_deferred.inc(&[provider_label(req.provider())]);
+                outcome.log(received.elapsed().as_millis() as u64);
+                return outcome;
+            }
             let provider = if outcome.reached_provider() {
                 provider_label(req.provider())
             } else {
@@ -197,6 +206,14 @@ impl Pusher {
             return (PushOutcome::Disabled, configured);
         }
         let deadline = app.deadline_or(self.settings.deadline);
+        if redelivery::expired(origin, deadline, arrival.received) && arrival.deferred {
+            // Ours to deliver, and its app stayed at its in-flight limit until the end.
+            let why = format!(
+                "deadline of {} ms reached while the app was at its in-flight limit",
+                deadline.as_millis()
+            );
+            return (PushOutcome::TimedOut(why), configured);
+        }
         if redelivery::expired(origin, deadline, arrival.received) {
             let why = format!(
                 "made {} ms before it reached us, past its {} ms deadline",
@@ -254,8 +271,14 @@ impl Pusher {
             Ok(r) => r,
             Err(outcome) => return outcome,
         };
-        let Ok(_app_permit) = lease.limit.acquire_owned().await else {
-            return PushOutcome::Failed("shutting down".into());
+        // A push waits a moment for its app's in-flight limit, then is deferred (handed
+        // to the deferral queue, acked): pushes of one stuck app must not fill the
+        // prefetch window and starve the other apps.
+        let _app_permit = match tokio::time::timeout(DEFER_AFTER, lease.limit.acquire_owned()).await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return PushOutcome::Failed("shutting down".into()),
+            Err(_) => return PushOutcome::Deferred,
         };
         let Ok(_total_permit) = self.total.clone().acquire_owned().await else {
             return PushOutcome::Failed("shutting down".into());

@@ -33,6 +33,9 @@ pub enum PushOutcome {
     Duplicate,
     /// Not attempted to the end: shutting down, or the config could not be loaded.
     Failed(String),
+    /// Not sent yet: the app was at its in-flight limit; handed to the deferral queue to
+    /// come back a moment later (no verdict yet, no reply).
+    Deferred,
 }
 
 impl PushOutcome {
@@ -49,6 +52,7 @@ impl PushOutcome {
             PushOutcome::Expired(_) => "expired",
             PushOutcome::Duplicate => "duplicate",
             PushOutcome::Failed(_) => "failed",
+            PushOutcome::Deferred => "deferred",
         }
     }
 
@@ -65,7 +69,10 @@ impl PushOutcome {
     /// The reason, or `""` (delivered, disabled).
     pub fn reason(&self) -> &str {
         match self {
-            PushOutcome::Delivered | PushOutcome::Disabled | PushOutcome::Duplicate => "",
+            PushOutcome::Delivered
+            | PushOutcome::Disabled
+            | PushOutcome::Duplicate
+            | PushOutcome::Deferred => "",
             PushOutcome::DeadToken { reason, .. } => reason,
             PushOutcome::Dropped(r)
             | PushOutcome::NoCredentials(r)
@@ -79,7 +86,7 @@ impl PushOutcome {
     /// Whether this is the request's last word here: a redelivered copy is then not sent
     /// again. Only an interrupted push (`failed`) may be tried once more.
     pub fn is_final(&self) -> bool {
-        !matches!(self, PushOutcome::Failed(_))
+        !matches!(self, PushOutcome::Failed(_) | PushOutcome::Deferred)
     }
 
     /// Whether a provider was asked (metrics label the provider only then).
@@ -91,6 +98,7 @@ impl PushOutcome {
                 | PushOutcome::Disabled
                 | PushOutcome::Expired(_)
                 | PushOutcome::Duplicate
+                | PushOutcome::Deferred
         )
     }
 
@@ -124,6 +132,9 @@ impl PushOutcome {
             }
             PushOutcome::Failed(why) => {
                 tracing::error!(elapsed_ms, reason = %why, "push not completed")
+            }
+            PushOutcome::Deferred => {
+                tracing::debug!(elapsed_ms, "app at its in-flight limit; push_req deferred")
             }
         }
     }
