@@ -53,7 +53,7 @@ pub const KEY_REG_SUCCESS: &str = "registration.success.*.*";
 /// after [`DEFER_TTL_MS`] and are dead-lettered back to [`QUEUE`].
 pub const QUEUE_DEFERRED: &str = "pusher_deferred";
 /// How long a deferred push waits in [`QUEUE_DEFERRED`] (ms).
-pub const DEFER_TTL_MS: i32 = 250;
+pub const DEFER_TTL_MS: i32 = 500;
 /// Most messages [`QUEUE_DEFERRED`] holds (the oldest go back to [`QUEUE`] early).
 pub const DEFER_MAX_LENGTH: i32 = 10_000;
 /// Kazoo's default `x-max-length` for every queue.

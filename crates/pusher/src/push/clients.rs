@@ -10,15 +10,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::PushSettings;
+use super::limit::Limit;
 use pusher_core::app_config::{
     AppleAuth, AppleCredentials, Credentials, FirebaseCredentials, P8_ATTACHMENT,
 };
 use pusher_core::kapps_config::{PUSHER_CATEGORY, SYSTEM_CONFIG_DB};
 use pusher_io::couch::CouchClient;
 use pusher_io::{apns, fcm};
-use tokio::sync::Semaphore;
-
-use super::PushSettings;
 
 /// Registry size above which unused clients are dropped.
 pub const MAX_CLIENTS: usize = 64;
@@ -38,11 +37,11 @@ pub struct Lease {
     /// Where to send.
     pub sender: Sender,
     /// Bounds the concurrent pushes on this credential.
-    pub limit: Arc<Semaphore>,
+    pub limit: Arc<Limit>,
 }
 
 /// Clients of one provider by credential fingerprint, each with its in-flight limit.
-type Registry<C> = HashMap<u64, (Arc<C>, Arc<Semaphore>)>;
+type Registry<C> = HashMap<u64, (Arc<C>, Arc<Limit>)>;
 
 /// Client registry.
 #[derive(Debug)]
@@ -164,8 +163,8 @@ impl Clients {
         })
     }
 
-    fn new_limit(&self) -> Arc<Semaphore> {
-        Arc::new(Semaphore::new(self.settings.per_app_in_flight.max(1)))
+    fn new_limit(&self) -> Arc<Limit> {
+        Arc::new(Limit::new(self.settings.per_app_in_flight))
     }
 
     /// The `.p8` attachment, cached by its digest (taken from the config snapshot, so

@@ -20,6 +20,7 @@
 
 pub mod attempt;
 pub mod clients;
+pub mod limit;
 mod verdict;
 
 use std::sync::Arc;
@@ -40,9 +41,6 @@ pub use self::verdict::{PushOutcome, provider_label, short_token};
 use crate::config::{ConfigReceiver, PusherConfig};
 use crate::state::State;
 use crate::tokens::TokenIndex;
-
-/// How long a push waits for its app's in-flight limit before it is deferred.
-const DEFER_AFTER: Duration = Duration::from_millis(200);
 
 /// Longest wait for the first load of `system_config/pusher` (within the deadline).
 const CONFIG_WAIT: Duration = Duration::from_secs(15);
@@ -271,14 +269,13 @@ impl Pusher {
             Ok(r) => r,
             Err(outcome) => return outcome,
         };
-        // A push waits a moment for its app's in-flight limit, then is deferred (handed
-        // to the deferral queue, acked): pushes of one stuck app must not fill the
-        // prefetch window and starve the other apps.
-        let _app_permit = match tokio::time::timeout(DEFER_AFTER, lease.limit.acquire_owned()).await
-        {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return PushOutcome::Failed("shutting down".into()),
-            Err(_) => return PushOutcome::Deferred,
+        // A push waits only briefly for its app's in-flight limit, and only while few
+        // others wait ([`limit`]); else it is deferred (handed to the deferral queue and
+        // acked), so the pushes of one stuck app cannot fill the prefetch window.
+        let _app_permit = match lease.limit.enter(limit::PATIENCE, limit::MAX_WAITING).await {
+            limit::Entry::Go(permit) => permit,
+            limit::Entry::Closed => return PushOutcome::Failed("shutting down".into()),
+            limit::Entry::Defer => return PushOutcome::Deferred,
         };
         let Ok(_total_permit) = self.total.clone().acquire_owned().await else {
             return PushOutcome::Failed("shutting down".into());
