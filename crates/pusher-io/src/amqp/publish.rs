@@ -3,8 +3,7 @@
 
 use futures_util::StreamExt as _;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
@@ -100,19 +99,8 @@ impl ReplyQueue {
             .await
             .map_err(broker("queue.declare (reply queue)"))?;
         let name = queue.name().to_string();
-        let consumer = channel
-            .basic_consume(
-                name.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    exclusive: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(broker("basic.consume (reply queue)"))?;
+        let consumer =
+            super::session::consume_private(&channel, &name, "basic.consume (reply queue)").await?;
         Ok(Self {
             channel,
             name,

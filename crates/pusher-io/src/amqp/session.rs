@@ -67,19 +67,7 @@ impl Broker {
         let queue = topology::declare_legacy_link(&channel).await?;
         // no_ack: an announcement is a hint worth seconds; one lost with a connection
         // only means an unanswered kazoo_query (Kamailio's own timeout handles that).
-        let inner = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    exclusive: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(broker("basic.consume"))?;
+        let inner = consume_private(&channel, &queue, "basic.consume").await?;
         Ok(LegacyLink { channel, inner })
     }
 
@@ -176,10 +164,7 @@ impl Replier {
     /// queue `routing_key` (a `push_resp` a requester asked for). No confirm: a
     /// requester that went away must not hold up the ack.
     pub async fn publish(&self, routing_key: &str, body: &[u8]) -> Result<()> {
-        let props = BasicProperties::default()
-            .with_content_type(ShortString::from("application/json"))
-            .with_delivery_mode(1);
-        self.to_queue(routing_key, body, props).await
+        publish_on(&self.channel, "", routing_key, body, json_props()).await
     }
 
     /// Hands a message back to `queue` as a new copy on the default exchange, with the
@@ -206,23 +191,58 @@ impl Replier {
         if let Some(e) = content_encoding {
             props = props.with_content_encoding(ShortString::from(e));
         }
-        self.to_queue(queue, body, props).await
+        publish_on(&self.channel, "", queue, body, props).await
     }
+}
 
-    /// `basic.publish` on the default exchange straight to `queue`.
-    async fn to_queue(&self, queue: &str, body: &[u8], props: BasicProperties) -> Result<()> {
-        self.channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                body,
-                props,
-            )
-            .await
-            .map_err(broker("basic.publish"))?;
-        Ok(())
-    }
+/// `application/json`, transient.
+fn json_props() -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type(ShortString::from("application/json"))
+        .with_delivery_mode(1)
+}
+
+/// `basic.publish` without confirm (a requester that went away must not hold anything up).
+async fn publish_on(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<()> {
+    channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body,
+            props,
+        )
+        .await
+        .map_err(broker("basic.publish"))?;
+    Ok(())
+}
+
+/// Consumes `queue` of our own (exclusive, no ack): replies and announcements, which are
+/// worth nothing once their consumer is gone.
+pub(super) async fn consume_private(
+    channel: &Channel,
+    queue: &str,
+    op: &'static str,
+) -> Result<lapin::Consumer> {
+    channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                exclusive: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(broker(op))
 }
 
 /// The opt-in legacy `push_resp`'s own channel: announcements in and out through the
@@ -257,22 +277,8 @@ impl LegacyLink {
         let _ = self.channel.close(200, "legacy link done".into()).await;
     }
 
-    // No confirm: a requester that went away must not hold anything up.
     async fn publish(&self, exchange: &str, routing_key: &str, body: &[u8]) -> Result<()> {
-        let props = BasicProperties::default()
-            .with_content_type(ShortString::from("application/json"))
-            .with_delivery_mode(1);
-        self.channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions::default(),
-                body,
-                props,
-            )
-            .await
-            .map_err(broker("basic.publish"))?;
-        Ok(())
+        publish_on(&self.channel, exchange, routing_key, body, json_props()).await
     }
 }
 
