@@ -53,6 +53,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     // its own token, cancelled last.
     let background = CancellationToken::new();
     let state = Arc::new(State::default());
+    state.metrics.count_couch_requests(couch.request_counts());
     let config = config::spawn_watcher(
         couch.clone(),
         settings.node.clone(),
@@ -108,7 +109,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         retry_budget: settings.retry_budget,
         // Registrations get half of the prefetch window; pushes always find room.
         slots: usize::from(settings.prefetch / 2).max(1),
-        tokens,
+        tokens: tokens.clone(),
         state: state.clone(),
     }));
     tokio::spawn(registrar.clone().drain(background.clone()));
@@ -124,6 +125,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     };
     tracing::info!(settings = ?settings, http = ?http_addr, "pusherd starting");
     let parked = registrar.clone();
+    let index = tokens.clone();
     let grace = settings.shutdown_grace;
     let handle = tokio::spawn(async move {
         consumer::supervise(consumer_settings, dispatcher, state, shutdown).await;
@@ -135,6 +137,8 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
                 "parked registrations not written before exit; those phones update on their next registration"
             );
         }
+        // And the token index entries they noted (logged when some are left).
+        index.flush(grace).await;
         background.cancel();
         if let Some(t) = http_task {
             let _ = t.await;

@@ -1,6 +1,17 @@
 //! A cache of the `push` object of device documents, so a registration refresh that
 //! changes nothing costs no CouchDB request (a phone re-registers every few minutes; a
-//! registration storm after an outage is mostly refreshes).
+//! registration storm after an outage is mostly refreshes) — and of the whole document
+//! at its revision, so a registration that does change it costs one request: the `PUT`
+//! of the cached copy with the new `push`, no `GET` first (issue #13, P3).
+//!
+//! **Whole documents.** CouchDB replaces a document whole, so a write must carry every
+//! other field of it; the cached copy (with its `_rev`) is what a read or our own write
+//! last saw. It is safe even when stale: CouchDB refuses a `PUT` based on an older
+//! revision (409), and the write then re-reads and re-applies
+//! ([`CouchClient::update_doc_from`](pusher_io::couch::CouchClient::update_doc_from)), so
+//! another writer's fields survive; the feed below makes that rare. Copies are kept as
+//! compact JSON, at most [`MAX_DOC_BYTES`] in all; beyond that an entry keeps only its
+//! `push` object and a write of it reads the doc first.
 //!
 //! **Correctness comes from the change feed.** An account database is cached only while a
 //! watcher follows its `_changes` feed; every change to a doc evicts that doc, whoever
@@ -9,7 +20,7 @@
 //! after a read can be missed; the feed generation in which each doc last changed stops a
 //! read that raced with a change to that doc from being stored. The feed also reports
 //! the revision of each change: our own write, cached with its revision, is not evicted
-//! by its own echo. When a feed fails (CouchDB down,
+//! by its own echo (nor a read's entry by the echo of the change it read). When a feed fails (CouchDB down,
 //! database deleted) the database's entries are dropped and it is not cached again until
 //! a new watcher is up.
 //!
@@ -23,8 +34,8 @@
 //! **Revisions.** Two registrations of one device may finish in either order. A store
 //! never replaces a cached entry written at a newer revision (CouchDB's `N-hash`, compared
 //! by `N`); when the order cannot be told (same `N`, other hash) the entry is dropped.
-//! A read that found nothing to change knows no revision: it never replaces an entry
-//! whose revision is known (that entry is either current, or the feed will evict it). (`_db_updates` would need one connection instead of one per
+//! A store that names no revision never replaces an entry whose revision is known (that
+//! entry is either current, or the feed will evict it). (`_db_updates` would need one connection instead of one per
 //! database, but pouchdb-server does not implement it; per-database feeds work on both.)
 //!
 //! Bounds: at most [`MAX_DBS`] databases are watched (others are simply not cached) and
@@ -43,6 +54,8 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_DBS: usize = 512;
 /// Most cached devices.
 pub const MAX_ENTRIES: usize = 200_000;
+/// Most bytes of cached whole documents (compact JSON), over every entry.
+pub const MAX_DOC_BYTES: usize = 64 << 20;
 /// Long-poll wait of each watcher (also how long a deleted database can go unnoticed:
 /// pouchdb-server neither ends a pending long-poll on deletion nor honours `timeout`).
 pub const LONGPOLL: Duration = Duration::from_secs(25);
@@ -80,14 +93,24 @@ struct Feed {
 #[derive(Debug)]
 struct Entry {
     push: CachedPush,
-    /// The revision we wrote, if we wrote it (a read that changed nothing knows none).
+    /// The revision the entry is at, when known.
     rev: Option<String>,
+    /// The whole document at `rev` (compact JSON), when kept.
+    doc: Option<Arc<str>>,
+}
+
+impl Entry {
+    fn doc_bytes(&self) -> usize {
+        self.doc.as_ref().map_or(0, |d| d.len())
+    }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     dbs: HashMap<String, DbState>,
     entries: HashMap<(String, String), Entry>,
+    /// Sum of the entries' [`Entry::doc_bytes`].
+    doc_bytes: usize,
     /// The last watcher epoch handed out.
     epochs: u64,
 }
@@ -109,11 +132,23 @@ pub struct Ticket {
     generation: u64,
 }
 
+/// What [`DeviceCache::lookup_doc`] found.
+#[derive(Debug, Default)]
+pub struct Lookup {
+    /// The device is known to have the wanted push object: nothing to write.
+    pub hit: bool,
+    /// For storing what the write establishes (`None`: the database is not watched).
+    pub ticket: Option<Ticket>,
+    /// On a miss, the cached whole document at its `_rev`, to write the change on.
+    pub doc: Option<Value>,
+}
+
 /// What [`Inner::lookup`] found.
 #[derive(Debug, PartialEq, Eq)]
 enum Found {
-    /// The database is watched: whether the entry matches, and a ticket.
-    Watched(bool, Ticket),
+    /// The database is watched: whether the entry matches, a ticket, and the cached
+    /// whole document when the entry does not match and one is kept.
+    Watched(bool, Ticket, Option<Arc<str>>),
     /// Not watched; a watcher must be started (the state is `Starting` already).
     StartWatcher,
     /// Not watched, and no watcher to start now.
@@ -155,15 +190,18 @@ impl Inner {
                     generation: feed.generation,
                 };
                 let key = (db.to_string(), device_id.to_string());
-                let same = self
-                    .entries
-                    .get(&key)
-                    .is_some_and(|e| match (&e.push, wanted) {
-                        (Some(a), Some(b)) => push_equal(a, b),
-                        (None, None) => true,
-                        _ => false,
-                    });
-                Found::Watched(same, ticket)
+                let entry = self.entries.get(&key);
+                let same = entry.is_some_and(|e| match (&e.push, wanted) {
+                    (Some(a), Some(b)) => push_equal(a, b),
+                    (None, None) => true,
+                    _ => false,
+                });
+                let doc = if same {
+                    None
+                } else {
+                    entry.and_then(|e| e.doc.clone())
+                };
+                Found::Watched(same, ticket, doc)
             }
             Some(DbState::Starting) => Found::NotWatched,
             Some(DbState::Failed(at)) if now.saturating_duration_since(*at) < RETRY_AFTER => {
@@ -206,19 +244,36 @@ impl Inner {
             _ => false,
         };
         if ours {
-            self.entries.retain(|(d, _), _| d != db);
+            let mut freed = 0;
+            self.entries.retain(|(d, _), e| {
+                let keep = d != db;
+                if !keep {
+                    freed += e.doc_bytes();
+                }
+                keep
+            });
+            self.doc_bytes -= freed;
             self.dbs.insert(db.to_string(), DbState::Failed(now));
         }
     }
 
-    /// Stores `push` unless `ticket` is stale or a newer revision is cached; returns
-    /// whether it was stored.
+    /// Removes one entry, keeping [`Inner::doc_bytes`] right.
+    fn remove(&mut self, key: &(String, String)) {
+        if let Some(old) = self.entries.remove(key) {
+            self.doc_bytes -= old.doc_bytes();
+        }
+    }
+
+    /// Stores `push` (and the whole `doc` at `rev`, if given and within
+    /// [`MAX_DOC_BYTES`]) unless `ticket` is stale or a newer revision is cached;
+    /// returns whether it was stored.
     fn store(
         &mut self,
         db: &str,
         device_id: &str,
         push: CachedPush,
         rev: Option<String>,
+        doc: Option<Arc<str>>,
         ticket: Ticket,
     ) -> bool {
         let current = match self.dbs.get(db) {
@@ -242,7 +297,7 @@ impl Inner {
                 Replace::Yes => {}
                 Replace::Keep => return false,
                 Replace::Drop => {
-                    self.entries.remove(&key);
+                    self.remove(&key);
                     return false;
                 }
             },
@@ -250,13 +305,19 @@ impl Inner {
         if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(&key) {
             self.clear();
         }
-        self.entries.insert(key, Entry { push, rev });
+        self.remove(&key);
+        // A copy is only useful with the revision it is at.
+        let doc = doc.filter(|d| rev.is_some() && self.doc_bytes + d.len() <= MAX_DOC_BYTES);
+        let entry = Entry { push, rev, doc };
+        self.doc_bytes += entry.doc_bytes();
+        self.entries.insert(key, entry);
         true
     }
 
     /// Empties the cache; tickets issued so far no longer count.
     fn clear(&mut self) {
         self.entries.clear();
+        self.doc_bytes = 0;
         for state in self.dbs.values_mut() {
             if let DbState::Watching(feed) = state {
                 feed.generation += 1;
@@ -278,7 +339,7 @@ impl Inner {
                 .get(&key)
                 .is_some_and(|e| !rev.is_empty() && e.rev.as_deref() == Some(rev.as_str()));
             if !own {
-                self.entries.remove(&key);
+                self.remove(&key);
                 foreign.push(id.clone());
             }
         }
@@ -323,14 +384,26 @@ impl DeviceCache {
     /// as [`push_equal`] does, without copying), with a ticket for storing a fresh read.
     /// Starts watching the database when it is not watched yet (then `(false, None)`).
     pub fn lookup(&self, db: &str, device_id: &str, wanted: &CachedPush) -> (bool, Option<Ticket>) {
+        let found = self.lookup_doc(db, device_id, wanted);
+        (found.hit, found.ticket)
+    }
+
+    /// [`DeviceCache::lookup`], and on a miss the cached whole document (with its
+    /// `_rev`) to write the change on, when one is kept.
+    pub fn lookup_doc(&self, db: &str, device_id: &str, wanted: &CachedPush) -> Lookup {
         let found = self.lock().lookup(db, device_id, wanted, Instant::now());
         match found {
-            Found::Watched(same, ticket) => (same, Some(ticket)),
+            Found::Watched(hit, ticket, doc) => Lookup {
+                hit,
+                ticket: Some(ticket),
+                // Parsed outside the lock; a copy that does not parse is not used.
+                doc: doc.and_then(|d| serde_json::from_str(&d).ok()),
+            },
             Found::StartWatcher => {
                 self.spawn_watcher(db.to_string());
-                (false, None)
+                Lookup::default()
             }
-            Found::NotWatched => (false, None),
+            Found::NotWatched => Lookup::default(),
         }
     }
 
@@ -346,13 +419,34 @@ impl DeviceCache {
         written_rev: Option<String>,
         ticket: Ticket,
     ) {
-        if !self.lock().store(db, device_id, push, written_rev, ticket) {
+        self.store_doc(db, device_id, push, written_rev, None, ticket);
+    }
+
+    /// [`DeviceCache::store`] with the whole document as stored at `rev` (its `_rev`),
+    /// for the next write of the device to start from: from a read (its `_rev`) or from
+    /// our own write (the new revision).
+    pub fn store_doc(
+        &self,
+        db: &str,
+        device_id: &str,
+        push: CachedPush,
+        rev: Option<String>,
+        doc: Option<&Value>,
+        ticket: Ticket,
+    ) {
+        let doc = doc.map(|d| Arc::<str>::from(d.to_string()));
+        if !self.lock().store(db, device_id, push, rev, doc, ticket) {
             tracing::trace!(
                 db,
                 device_id,
                 "device cache: stale ticket or newer revision cached; not stored"
             );
         }
+    }
+
+    /// Bytes of whole documents cached (for tests and metrics).
+    pub fn doc_bytes(&self) -> usize {
+        self.lock().doc_bytes
     }
 
     /// Number of cached devices (for tests and metrics).
@@ -464,13 +558,16 @@ mod tests {
 
     fn ticket(inner: &mut Inner, now: Instant) -> Ticket {
         match inner.lookup(DB, "d", &None, now) {
-            Found::Watched(_, t) => t,
+            Found::Watched(_, t, _) => t,
             other => panic!("not watched: {other:?}"),
         }
     }
 
     fn hit(inner: &mut Inner, wanted: &CachedPush, now: Instant) -> bool {
-        matches!(inner.lookup(DB, "d", wanted, now), Found::Watched(true, _))
+        matches!(
+            inner.lookup(DB, "d", wanted, now),
+            Found::Watched(true, _, _)
+        )
     }
 
     #[test]
@@ -489,9 +586,9 @@ mod tests {
         // Both watchers are at generation 0: only the epoch tells the tickets apart.
         let fresh = ticket(&mut inner, later);
         assert_eq!(stale.generation, fresh.generation);
-        assert!(!inner.store(DB, "d", push("A"), None, stale));
+        assert!(!inner.store(DB, "d", push("A"), None, None, stale));
         assert!(!hit(&mut inner, &push("A"), later), "stale push cached");
-        assert!(inner.store(DB, "d", push("B"), None, fresh));
+        assert!(inner.store(DB, "d", push("B"), None, None, fresh));
         assert!(hit(&mut inner, &push("B"), later));
     }
 
@@ -504,7 +601,7 @@ mod tests {
         let later = t0 + RETRY_AFTER;
         watched(&mut inner, later);
         let t = ticket(&mut inner, later);
-        assert!(inner.store(DB, "d", push("A"), None, t));
+        assert!(inner.store(DB, "d", push("A"), None, None, t));
         inner.ended(DB, Some(first), later);
         inner.ended(DB, None, later);
         assert!(hit(&mut inner, &push("A"), later));
@@ -518,21 +615,21 @@ mod tests {
         watched(&mut inner, now);
         let t = ticket(&mut inner, now);
         // Two registrations of one device finish out of order: rev 3 first, then rev 2.
-        assert!(inner.store(DB, "d", push("new"), Some("3-c".into()), t));
-        assert!(!inner.store(DB, "d", push("old"), Some("2-b".into()), t));
+        assert!(inner.store(DB, "d", push("new"), Some("3-c".into()), None, t));
+        assert!(!inner.store(DB, "d", push("old"), Some("2-b".into()), None, t));
         assert!(hit(&mut inner, &push("new"), now));
         // A read that changed nothing knows no revision: it cannot replace rev 3.
-        assert!(!inner.store(DB, "d", push("old"), None, t));
+        assert!(!inner.store(DB, "d", push("old"), None, None, t));
         assert!(hit(&mut inner, &push("new"), now));
         // Rev 10 is newer than rev 3 (numbers, not strings).
-        assert!(inner.store(DB, "d", push("ten"), Some("10-a".into()), t));
+        assert!(inner.store(DB, "d", push("ten"), Some("10-a".into()), None, t));
         assert!(hit(&mut inner, &push("ten"), now));
         // Same number, other hash: the order is unknown, the entry goes.
-        assert!(!inner.store(DB, "d", push("twin"), Some("10-b".into()), t));
+        assert!(!inner.store(DB, "d", push("twin"), Some("10-b".into()), None, t));
         assert!(inner.entries.is_empty());
         // A write replaces what a read cached.
-        assert!(inner.store(DB, "d", push("read"), None, t));
-        assert!(inner.store(DB, "d", push("write"), Some("11-a".into()), t));
+        assert!(inner.store(DB, "d", push("read"), None, None, t));
+        assert!(inner.store(DB, "d", push("write"), Some("11-a".into()), None, t));
         assert!(hit(&mut inner, &push("write"), now));
     }
 
@@ -554,19 +651,19 @@ mod tests {
         let now = Instant::now();
         watched(&mut inner, now);
         let t = ticket(&mut inner, now);
-        assert!(inner.store(DB, "d", push("A"), Some("2-x".into()), t));
+        assert!(inner.store(DB, "d", push("A"), Some("2-x".into()), None, t));
         // The echo of our own write changes nothing.
         assert_eq!(inner.feed_batch(DB, &[("d".into(), "2-x".into())]), 0);
         assert!(hit(&mut inner, &push("A"), now));
         // Someone else's write evicts it, and a read that began before is not stored.
         assert_eq!(inner.feed_batch(DB, &[("d".into(), "3-y".into())]), 1);
         assert!(!hit(&mut inner, &push("A"), now));
-        assert!(!inner.store(DB, "d", push("A"), None, t));
+        assert!(!inner.store(DB, "d", push("A"), None, None, t));
         let after = ticket(&mut inner, now);
-        assert!(inner.store(DB, "d", push("B"), None, after));
+        assert!(inner.store(DB, "d", push("B"), None, None, after));
         // A change of another doc does not stop this one's reads.
         assert_eq!(inner.feed_batch(DB, &[("other".into(), "1-z".into())]), 1);
-        assert!(inner.store(DB, "d", push("C"), Some("4-a".into()), after));
+        assert!(inner.store(DB, "d", push("C"), Some("4-a".into()), None, after));
     }
 
     #[test]
@@ -576,9 +673,9 @@ mod tests {
         watched(&mut inner, now);
         let before = ticket(&mut inner, now);
         inner.clear();
-        assert!(!inner.store(DB, "d", push("A"), None, before));
+        assert!(!inner.store(DB, "d", push("A"), None, None, before));
         let after = ticket(&mut inner, now);
-        assert!(inner.store(DB, "d", push("A"), None, after));
+        assert!(inner.store(DB, "d", push("A"), None, None, after));
     }
 
     #[test]
@@ -588,7 +685,102 @@ mod tests {
         let epoch = watched(&mut inner, now);
         let t = ticket(&mut inner, now);
         inner.ended(DB, Some(epoch), now);
-        assert!(!inner.store(DB, "d", push("A"), None, t));
+        assert!(!inner.store(DB, "d", push("A"), None, None, t));
+        assert!(inner.entries.is_empty());
+    }
+
+    fn doc(token: &str, rev: &str) -> Arc<str> {
+        Arc::from(
+            json!({"_id": "d", "_rev": rev, "name": "phone", "push": push(token)}).to_string(),
+        )
+    }
+
+    fn cached_doc(inner: &mut Inner, wanted: &CachedPush, now: Instant) -> Option<Arc<str>> {
+        match inner.lookup(DB, "d", wanted, now) {
+            Found::Watched(_, _, doc) => doc,
+            other => panic!("not watched: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_miss_hands_out_the_whole_document_at_its_revision() {
+        let mut inner = Inner::default();
+        let now = Instant::now();
+        watched(&mut inner, now);
+        let t = ticket(&mut inner, now);
+        let written = doc("A", "2-x");
+        assert!(inner.store(
+            DB,
+            "d",
+            push("A"),
+            Some("2-x".into()),
+            Some(written.clone()),
+            t
+        ));
+        assert_eq!(inner.doc_bytes, written.len());
+        // A refresh with the same push object is a hit: no document needed.
+        assert_eq!(cached_doc(&mut inner, &push("A"), now), None);
+        assert!(hit(&mut inner, &push("A"), now));
+        // A change gets the copy to write it on.
+        assert_eq!(
+            cached_doc(&mut inner, &push("B"), now),
+            Some(written.clone())
+        );
+        // Our own echo keeps it; a foreign change evicts it, bytes and all.
+        assert_eq!(inner.feed_batch(DB, &[("d".into(), "2-x".into())]), 0);
+        assert_eq!(cached_doc(&mut inner, &push("B"), now), Some(written));
+        assert_eq!(inner.feed_batch(DB, &[("d".into(), "3-y".into())]), 1);
+        assert_eq!(cached_doc(&mut inner, &push("B"), now), None);
+        assert_eq!(inner.doc_bytes, 0);
+    }
+
+    #[test]
+    fn a_document_is_kept_only_with_its_revision_and_within_the_byte_bound() {
+        let mut inner = Inner::default();
+        let now = Instant::now();
+        let epoch = watched(&mut inner, now);
+        let t = ticket(&mut inner, now);
+        // Without a revision a copy could not be written on: not kept.
+        assert!(inner.store(DB, "d", push("A"), None, Some(doc("A", "1-a")), t));
+        assert_eq!(cached_doc(&mut inner, &push("B"), now), None);
+        assert_eq!(inner.doc_bytes, 0);
+        // Replacing an entry replaces its bytes.
+        assert!(inner.store(
+            DB,
+            "d",
+            push("A"),
+            Some("2-a".into()),
+            Some(doc("A", "2-a")),
+            t
+        ));
+        assert!(inner.store(
+            DB,
+            "d",
+            push("B"),
+            Some("3-a".into()),
+            Some(doc("B", "3-a")),
+            t
+        ));
+        assert_eq!(inner.doc_bytes, doc("B", "3-a").len());
+        // Over the bound the entry keeps its push object only.
+        inner.doc_bytes = MAX_DOC_BYTES;
+        assert!(inner.store(
+            DB,
+            "e",
+            push("C"),
+            Some("1-c".into()),
+            Some(doc("C", "1-c")),
+            t
+        ));
+        assert!(
+            inner.entries[&(DB.to_string(), "e".to_string())]
+                .doc
+                .is_none()
+        );
+        inner.doc_bytes = doc("B", "3-a").len();
+        // A watcher's end frees its database's bytes.
+        inner.ended(DB, Some(epoch), now);
+        assert_eq!(inner.doc_bytes, 0);
         assert!(inner.entries.is_empty());
     }
 }
