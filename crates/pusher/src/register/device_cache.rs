@@ -18,7 +18,9 @@
 //! made it (crossbar, another pusher, an operator with curl). The watcher reads the
 //! database's `update_seq` *before* any entry of that database is stored, so no change
 //! after a read can be missed; the feed generation in which each doc last changed stops a
-//! read that raced with a change to that doc from being stored. The feed also reports
+//! read that raced with a change to that doc from being stored — unless the store names
+//! a revision at least as new as the last one the feed reported for the doc (the echo of
+//! our own write often arrives before the write's answer). The feed also reports
 //! the revision of each change: our own write, cached with its revision, is not evicted
 //! by its own echo (nor a read's entry by the echo of the change it read). When a feed fails (CouchDB down,
 //! database deleted) the database's entries are dropped and it is not cached again until
@@ -84,7 +86,8 @@ struct Feed {
     generation: u64,
     /// In which generation each doc last changed: a read of a doc is stored only if that
     /// doc did not change since the read's ticket.
-    changed: HashMap<String, u64>,
+    /// With the revision the feed reported last.
+    changed: HashMap<String, (u64, String)>,
     /// Tickets of an older generation are refused (`changed` was emptied, or the cache).
     floor: u64,
 }
@@ -158,6 +161,13 @@ enum Found {
 /// The `N` of a CouchDB revision `N-hash`.
 fn rev_number(rev: &str) -> Option<u64> {
     rev.split_once('-')?.0.parse().ok()
+}
+
+/// Whether revision `rev` is `seen` or newer (by `N`; a same-`N` twin is not).
+fn at_least(rev: &str, seen: &str) -> bool {
+    !seen.is_empty()
+        && (rev == seen
+            || matches!((rev_number(rev), rev_number(seen)), (Some(r), Some(s)) if r > s))
 }
 
 /// What a store does to an existing entry of revision `old` with a new one of `new`.
@@ -280,10 +290,9 @@ impl Inner {
             Some(DbState::Watching(feed)) => {
                 ticket.epoch == feed.epoch
                     && ticket.generation >= feed.floor
-                    && feed
-                        .changed
-                        .get(device_id)
-                        .is_none_or(|g| *g <= ticket.generation)
+                    && feed.changed.get(device_id).is_none_or(|(g, seen)| {
+                        *g <= ticket.generation || rev.as_deref().is_some_and(|r| at_least(r, seen))
+                    })
             }
             _ => false,
         };
@@ -328,19 +337,22 @@ impl Inner {
     }
 
     /// A batch of `db`'s feed: `(doc id, revision)` of each change. Our own write, cached
-    /// with its revision, changes nothing; any other change evicts the doc and
+    /// with its revision, changes nothing, nor does the late echo of an older revision;
+    /// any other change evicts the doc and
     /// invalidates the tickets of reads in flight. Returns how many were foreign.
     fn feed_batch(&mut self, db: &str, changes: &[(String, String)]) -> usize {
         let mut foreign = Vec::new();
         for (id, rev) in changes {
             let key = (db.to_string(), id.clone());
+            // Ours, or older than what we cached (a feed lagging behind our writes: the
+            // winning revision is the highest `N`, so the entry is still the winner).
             let own = self
                 .entries
                 .get(&key)
-                .is_some_and(|e| !rev.is_empty() && e.rev.as_deref() == Some(rev.as_str()));
+                .is_some_and(|e| e.rev.as_deref().is_some_and(|r| at_least(r, rev)));
             if !own {
                 self.remove(&key);
-                foreign.push(id.clone());
+                foreign.push((id.clone(), rev.clone()));
             }
         }
         if let Some(DbState::Watching(feed)) = self.dbs.get_mut(db)
@@ -351,8 +363,9 @@ impl Inner {
                 feed.changed.clear();
                 feed.floor = feed.generation;
             }
-            for id in &foreign {
-                feed.changed.insert(id.clone(), feed.generation);
+            for (id, rev) in &foreign {
+                feed.changed
+                    .insert(id.clone(), (feed.generation, rev.clone()));
             }
         }
         foreign.len()
@@ -661,6 +674,10 @@ mod tests {
         assert!(!inner.store(DB, "d", push("A"), None, None, t));
         let after = ticket(&mut inner, now);
         assert!(inner.store(DB, "d", push("B"), None, None, after));
+        // The late echo of an older revision leaves a newer entry alone.
+        assert!(inner.store(DB, "d", push("B"), Some("3-z".into()), None, after));
+        assert_eq!(inner.feed_batch(DB, &[("d".into(), "2-x".into())]), 0);
+        assert!(hit(&mut inner, &push("B"), now));
         // A change of another doc does not stop this one's reads.
         assert_eq!(inner.feed_batch(DB, &[("other".into(), "1-z".into())]), 1);
         assert!(inner.store(DB, "d", push("C"), Some("4-a".into()), None, after));
@@ -782,5 +799,36 @@ mod tests {
         inner.ended(DB, Some(epoch), now);
         assert_eq!(inner.doc_bytes, 0);
         assert!(inner.entries.is_empty());
+    }
+
+    #[test]
+    fn a_write_whose_echo_came_first_is_stored_and_a_stale_read_is_not() {
+        let mut inner = Inner::default();
+        let now = Instant::now();
+        watched(&mut inner, now);
+        let t = ticket(&mut inner, now);
+        // Our PUT made rev 3; the feed reports it before the PUT's answer is stored.
+        assert_eq!(inner.feed_batch(DB, &[("d".into(), "3-ours".into())]), 1);
+        assert!(inner.store(
+            DB,
+            "d",
+            push("A"),
+            Some("3-ours".into()),
+            Some(doc("A", "3-ours")),
+            t
+        ));
+        assert!(hit(&mut inner, &push("A"), now));
+        // Someone writes rev 4; a read (ticket from before) that saw rev 3 is stale,
+        // one that saw rev 4 or later is not; a same-N twin is never taken for it.
+        let t = ticket(&mut inner, now);
+        assert_eq!(inner.feed_batch(DB, &[("d".into(), "4-them".into())]), 1);
+        assert!(!inner.store(DB, "d", push("A"), Some("3-ours".into()), None, t));
+        assert!(!inner.store(DB, "d", push("B"), Some("4-twin".into()), None, t));
+        assert!(!inner.store(DB, "d", push("B"), None, None, t));
+        assert!(inner.store(DB, "d", push("B"), Some("4-them".into()), None, t));
+        assert!(inner.store(DB, "d", push("C"), Some("5-ours".into()), None, t));
+        assert!(at_least("10-a", "9-b"));
+        assert!(!at_least("9-b", "10-a"));
+        assert!(!at_least("1-a", ""));
     }
 }

@@ -10,6 +10,7 @@ mod helpers;
 mod hostile;
 mod kamailio;
 mod lifecycle;
+mod perf_rev;
 mod push;
 mod redelivery;
 mod reg_success;
