@@ -139,7 +139,9 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         }
         // And the token index entries they noted (logged when some are left); briefly,
         // so a CouchDB outage does not stretch the shutdown much past the grace period.
-        index.flush(grace.min(std::time::Duration::from_secs(1))).await;
+        index
+            .flush(grace.min(std::time::Duration::from_secs(1)))
+            .await;
         background.cancel();
         if let Some(t) = http_task {
             let _ = t.await;
