@@ -55,6 +55,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     // its own token, cancelled last.
     let background = CancellationToken::new();
     let state = Arc::new(State::default());
+    state.metrics.count_couch_requests(couch.request_counts());
     let config = config::spawn_watcher(
         couch.clone(),
         settings.node.clone(),
@@ -111,7 +112,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         retry_budget: settings.retry_budget,
         // Registrations get half of the prefetch window; pushes always find room.
         slots: usize::from(settings.prefetch / 2).max(1),
-        tokens,
+        tokens: tokens.clone(),
         state: state.clone(),
         legacy: legacy.clone(),
     }));
@@ -133,6 +134,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     };
     tracing::info!(settings = ?settings, http = ?http_addr, "pusherd starting");
     let parked = registrar.clone();
+    let index = tokens.clone();
     let grace = settings.shutdown_grace;
     let handle = tokio::spawn(async move {
         consumer::supervise(consumer_settings, dispatcher, state, shutdown).await;
@@ -144,6 +146,11 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
                 "parked registrations not written before exit; those phones update on their next registration"
             );
         }
+        // And the token index entries they noted (logged when some are left); briefly,
+        // so a CouchDB outage does not stretch the shutdown much past the grace period.
+        index
+            .flush(grace.min(std::time::Duration::from_secs(1)))
+            .await;
         background.cancel();
         if let Some(t) = http_task {
             let _ = t.await;

@@ -20,14 +20,27 @@
 //! invalidated in that window may lose its push object; it re-registers it within
 //! minutes). Phones refresh every few minutes, so this is about one index write per
 //! token every 15 minutes instead of one per refresh.
+//!
+//! **Writes are batched, off the registration's path** (issue #13, P3): a registration
+//! only notes what must be written ([`TokenIndex::note`]); one task writes everything
+//! noted in one `_bulk_docs` at most every [`BATCH_EVERY`], with the revision this
+//! process last wrote (a token new to this process is created without one; if it
+//! exists already, that 409 costs a read and a write of that entry). Nothing noted is
+//! dropped without a log line: a batch that fails for a transient reason is retried
+//! with backoff, one that CouchDB refuses is logged, what is still unwritten at
+//! shutdown is logged by [`TokenIndex::flush`], and beyond [`MAX_PENDING`] noted
+//! entries a new one is logged and not kept. A dead-token check first waits for its
+//! token's pending write ([`FLUSH_WAIT`] at most), so it sees what was noted.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use pusher_core::outcome::retry_delay;
 use pusher_core::push_req::{PushReq, TokenType};
-use pusher_io::couch::{CouchClient, UpdateOutcome};
+use pusher_io::couch::{BulkItem, CouchClient, UpdateOutcome};
 use serde_json::{Map, Value, json};
+use tokio::sync::{Notify, watch};
 
 /// Database of the token index (ours, not Kazoo's).
 pub const TOKENS_DB: &str = "pusher_tokens";
@@ -35,6 +48,15 @@ pub const TOKENS_DB: &str = "pusher_tokens";
 const KNOWN_MAX: usize = 100_000;
 /// Longest time `registered_at_ms` is left behind a token's latest registration.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(15 * 60);
+/// Shortest time between two batches: at most this many bulk writes per second, so a
+/// stream of registrations costs a fraction of a request each.
+pub const BATCH_EVERY: Duration = Duration::from_millis(100);
+/// Most entries in one `_bulk_docs`.
+const MAX_BULK: usize = 1_000;
+/// Most entries waiting to be written.
+pub const MAX_PENDING: usize = 100_000;
+/// Longest a dead-token check waits for its token's pending write.
+pub const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 /// What this process knows of one token's index entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +67,27 @@ struct Seen {
     seen_ms: u64,
     /// `registered_at_ms` this process last wrote (Unix ms).
     written_ms: u64,
+    /// Revision of the index doc this process last wrote.
+    rev: Option<String>,
+}
+
+/// An index entry to write: `registered_at_ms` = `at_ms`.
+#[derive(Debug, Clone)]
+struct Want {
+    account_db: String,
+    device_id: String,
+    at_ms: u64,
+}
+
+/// Entries noted and not written yet.
+#[derive(Debug, Default)]
+struct Queue {
+    /// Latest per index doc id.
+    pending: HashMap<String, Want>,
+    /// Taken by the batch being written.
+    in_flight: HashSet<String>,
+    /// The batching task runs.
+    running: bool,
 }
 
 /// Whether a registration of the token at `now_ms` on `(account_db, device_id)` must
@@ -70,10 +113,25 @@ fn must_write(
 /// The token index.
 #[derive(Debug)]
 pub struct TokenIndex {
+    shared: Arc<Shared>,
+    refresh_every: Duration,
+}
+
+/// What the index and its batching task share.
+#[derive(Debug)]
+struct Shared {
     couch: CouchClient,
     /// By index doc id.
     known: Mutex<HashMap<String, Seen>>,
-    refresh_every: Duration,
+    queue: Mutex<Queue>,
+    /// Something was noted.
+    wake: Notify,
+    /// Bumped after every batch (written or not), for those waiting on it.
+    settled: watch::Sender<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Doc id of a token: `<provider>:<app>:<token>` (firebase and firebase_v1 share one).
@@ -96,16 +154,19 @@ impl TokenIndex {
     /// (tests use short intervals).
     pub fn with_refresh_every(couch: CouchClient, refresh_every: Duration) -> Self {
         Self {
-            couch,
-            known: Mutex::new(HashMap::new()),
+            shared: Arc::new(Shared {
+                couch,
+                known: Mutex::new(HashMap::new()),
+                queue: Mutex::default(),
+                wake: Notify::new(),
+                settled: watch::Sender::new(0),
+            }),
             refresh_every,
         }
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
-        self.known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.shared.known)
     }
 
     /// The latest registration of index entry `id` this process saw, if any.
@@ -115,25 +176,29 @@ impl TokenIndex {
 
     /// Creates the database if needed (best effort; logged).
     pub async fn ensure_db(&self) {
-        if let Err(e) = self.couch.create_db(TOKENS_DB).await {
+        if let Err(e) = self.shared.couch.create_db(TOKENS_DB).await {
             tracing::warn!(error.message = %e, "cannot create the pusher_tokens database; dead-token clean-up will not find devices");
         }
     }
 
-    /// Records that `push` (a device's push object) belongs to `device_id` in
-    /// `account_db`, registered now. Writes only when this process has not indexed it
-    /// yet, the owner changed, or the stored `registered_at_ms` is [`REFRESH_EVERY`] old;
-    /// otherwise the registration time is kept in memory.
-    pub async fn record(&self, push: &Map<String, Value>, account_db: &str, device_id: &str) {
+    /// Notes that `push` (a device's push object) belongs to `device_id` in
+    /// `account_db`, registered now, and returns at once. It is written (by the
+    /// batching task) only when this process has not indexed it yet, the owner changed,
+    /// or the stored `registered_at_ms` is [`REFRESH_EVERY`] old; otherwise the
+    /// registration time is kept in memory. Returns the entry's doc id when it is to
+    /// be written.
+    pub fn note(
+        &self,
+        push: &Map<String, Value>,
+        account_db: &str,
+        device_id: &str,
+    ) -> Option<String> {
         let field = |k: &str| push.get(k).and_then(Value::as_str).unwrap_or_default();
-        let Some(id) = doc_id(field("Token-Type"), field("Token-App"), field("Token-ID")) else {
-            return;
-        };
+        let id = doc_id(field("Token-Type"), field("Token-App"), field("Token-ID"))?;
         let now = crate::clock::unix_ms();
-        let known_before = {
+        {
             let mut known = self.known();
             let entry = known.get_mut(&id);
-            let known_before = entry.is_some();
             if !must_write(
                 entry.as_deref(),
                 account_db,
@@ -144,70 +209,102 @@ impl TokenIndex {
                 if let Some(s) = entry {
                     s.seen_ms = s.seen_ms.max(now);
                 }
-                return;
+                return None;
             }
-            known_before
+            // Counted as written from now: the batch writes it or says why not.
+            if known.len() >= KNOWN_MAX && !known.contains_key(&id) {
+                known.clear();
+            }
+            let seen = known.entry(id.clone()).or_insert_with(|| Seen {
+                account_db: String::new(),
+                device_id: String::new(),
+                seen_ms: 0,
+                written_ms: 0,
+                rev: None,
+            });
+            seen.account_db = account_db.to_string();
+            seen.device_id = device_id.to_string();
+            seen.seen_ms = seen.seen_ms.max(now);
+            seen.written_ms = now;
+        }
+        let want = Want {
+            account_db: account_db.to_string(),
+            device_id: device_id.to_string(),
+            at_ms: now,
         };
-        let result = self
-            .write(&id, account_db, device_id, now, known_before)
-            .await;
-        match result {
-            Ok(()) => {
-                let mut known = self.known();
-                if known.len() >= KNOWN_MAX && !known.contains_key(&id) {
-                    known.clear();
-                }
-                let seen = known.entry(id).or_insert_with(|| Seen {
-                    account_db: String::new(),
-                    device_id: String::new(),
-                    seen_ms: 0,
-                    written_ms: 0,
-                });
-                seen.account_db = account_db.to_string();
-                seen.device_id = device_id.to_string();
-                seen.seen_ms = seen.seen_ms.max(now);
-                seen.written_ms = now;
+        let spawn = {
+            let mut q = lock(&self.shared.queue);
+            if q.pending.len() >= MAX_PENDING && !q.pending.contains_key(&id) {
+                drop(q);
+                self.known().remove(&id);
+                tracing::warn!(
+                    device_id,
+                    pending = MAX_PENDING,
+                    "token index writes backed up; this registration is not indexed (the next one of the device is)"
+                );
+                return None;
             }
-            // A conflict means another instance indexed it at the same time: fine.
-            Err(pusher_io::couch::Error::Conflict) => {}
-            Err(e) => tracing::warn!(error.message = %e, device_id, "cannot index the push token"),
+            q.pending.insert(id.clone(), want);
+            !std::mem::replace(&mut q.running, true)
+        };
+        if spawn {
+            tokio::spawn(batcher(self.shared.clone()));
+        }
+        self.shared.wake.notify_one();
+        Some(id)
+    }
+
+    /// [`TokenIndex::note`], then waits (at most [`FLUSH_WAIT`]) until the entry is
+    /// written, if it is to be.
+    pub async fn record(&self, push: &Map<String, Value>, account_db: &str, device_id: &str) {
+        if let Some(id) = self.note(push, account_db, device_id) {
+            self.wait_written(&id, FLUSH_WAIT).await;
         }
     }
 
-    /// Writes the index entry `id` → `(account_db, device_id)` registered at `now`.
-    /// Most tokens are new: unless this process indexed it before, the entry is created
-    /// in one request; an existing one is read, and written unless it already says
-    /// this (or a later registration).
-    async fn write(
-        &self,
-        id: &str,
-        account_db: &str,
-        device_id: &str,
-        now: u64,
-        known_before: bool,
-    ) -> Result<(), pusher_io::couch::Error> {
-        if !known_before {
-            let fresh = json!({"_id": id, "account_db": account_db, "device_id": device_id,
-                "registered_at_ms": now});
-            match self.couch.put_doc(TOKENS_DB, &fresh).await {
-                Ok(_) => return Ok(()),
-                Err(pusher_io::couch::Error::Conflict) => {}
-                Err(e) => return Err(e),
+    /// Whether entry `id` waits to be written or is being written.
+    fn is_pending(&self, id: &str) -> bool {
+        let q = lock(&self.shared.queue);
+        q.pending.contains_key(id) || q.in_flight.contains(id)
+    }
+
+    /// Waits (at most `limit`) until entry `id` is no longer waiting to be written.
+    async fn wait_written(&self, id: &str, limit: Duration) {
+        let mut settled = self.shared.settled.subscribe();
+        let _ = tokio::time::timeout(limit, async {
+            while self.is_pending(id) {
+                if settled.changed().await.is_err() {
+                    break;
+                }
             }
+        })
+        .await;
+    }
+
+    /// Waits (at most `grace`) until everything noted is written; returns how many
+    /// entries are still unwritten (and logs them), for the shutdown.
+    pub async fn flush(&self, grace: Duration) -> usize {
+        let mut settled = self.shared.settled.subscribe();
+        let left = || {
+            let q = lock(&self.shared.queue);
+            q.pending.len() + q.in_flight.len()
+        };
+        let _ = tokio::time::timeout(grace, async {
+            while left() > 0 {
+                if settled.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        let n = left();
+        if n > 0 {
+            tracing::warn!(
+                left = n,
+                "token index entries not written before exit; those devices are indexed on their next registration"
+            );
         }
-        let existing = self.couch.get_doc(TOKENS_DB, id).await?;
-        let mut doc = existing.clone().unwrap_or_else(|| json!({"_id": id}));
-        if existing.is_some()
-            && doc["account_db"] == account_db
-            && doc["device_id"] == device_id
-            && doc["registered_at_ms"].as_u64().is_some_and(|t| t >= now)
-        {
-            return Ok(());
-        }
-        doc["account_db"] = json!(account_db);
-        doc["device_id"] = json!(device_id);
-        doc["registered_at_ms"] = json!(now);
-        self.couch.put_doc(TOKENS_DB, &doc).await.map(|_| ())
+        n
     }
 
     /// Removes the `push` object of the device holding `req`'s dead token. Returns
@@ -216,7 +313,11 @@ impl TokenIndex {
         let Some(id) = doc_id(req.token_type.as_str(), &req.token_app, &req.token_id) else {
             return false;
         };
-        let entry = match self.couch.get_doc(TOKENS_DB, &id).await {
+        if self.is_pending(&id) {
+            self.wait_written(&id, FLUSH_WAIT).await;
+        }
+        let couch = &self.shared.couch;
+        let entry = match couch.get_doc(TOKENS_DB, &id).await {
             Ok(Some(e)) => e,
             Ok(None) => {
                 tracing::info!(
@@ -249,8 +350,7 @@ impl TokenIndex {
             return false;
         };
         let token = req.token_id.as_str();
-        let changed = self
-            .couch
+        let changed = couch
             .update_doc(db, device, 10, |doc| {
                 let holds = doc.pointer("/push/Token-ID").and_then(Value::as_str) == Some(token);
                 holds
@@ -261,7 +361,7 @@ impl TokenIndex {
             .await;
         let mut tombstone = entry.clone();
         tombstone["_deleted"] = json!(true);
-        if let Err(e) = self.couch.put_doc(TOKENS_DB, &tombstone).await {
+        if let Err(e) = couch.put_doc(TOKENS_DB, &tombstone).await {
             tracing::debug!(error.message = %e, "token index entry not deleted");
         }
         self.known().remove(&id);
@@ -280,6 +380,155 @@ impl TokenIndex {
             }
         }
     }
+}
+
+/// The batching task: writes what was noted, one `_bulk_docs` at a time, at most one
+/// every [`BATCH_EVERY`]; retries a batch that failed for a transient reason.
+async fn batcher(shared: Arc<Shared>) {
+    let mut failures = 0u32;
+    loop {
+        let notified = shared.wake.notified();
+        let batch: Vec<(String, Want)> = {
+            let mut q = lock(&shared.queue);
+            let ids: Vec<String> = q.pending.keys().take(MAX_BULK).cloned().collect();
+            ids.into_iter()
+                .filter_map(|id| {
+                    let want = q.pending.remove(&id)?;
+                    q.in_flight.insert(id.clone());
+                    Some((id, want))
+                })
+                .collect()
+        };
+        if batch.is_empty() {
+            notified.await;
+            continue;
+        }
+        let started = tokio::time::Instant::now();
+        let result = write_batch(&shared, &batch).await;
+        {
+            let mut q = lock(&shared.queue);
+            for (id, want) in batch {
+                q.in_flight.remove(&id);
+                if result.is_err() {
+                    // Retried, unless a newer registration of the token replaced it.
+                    q.pending.entry(id).or_insert(want);
+                }
+            }
+        }
+        shared.settled.send_modify(|n| *n = n.wrapping_add(1));
+        let pause = match result {
+            Ok(()) => {
+                failures = 0;
+                BATCH_EVERY.saturating_sub(started.elapsed())
+            }
+            Err(e) => {
+                failures += 1;
+                let delay = retry_delay(
+                    failures,
+                    None,
+                    Duration::from_millis(200),
+                    Duration::from_secs(5),
+                    rand::random(),
+                );
+                tracing::warn!(error.message = %e, attempt = failures, retry_in_ms = delay.as_millis() as u64,
+                    "cannot write the token index; will retry");
+                delay
+            }
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Writes one batch; `Err` only when the whole batch failed for a transient reason
+/// (it is retried). Entries CouchDB refuses are logged and forgotten, so the next
+/// registration of their token writes them again.
+async fn write_batch(
+    shared: &Shared,
+    batch: &[(String, Want)],
+) -> Result<(), pusher_io::couch::Error> {
+    let docs: Vec<Value> = {
+        let known = lock(&shared.known);
+        batch
+            .iter()
+            .map(|(id, w)| {
+                let mut doc = json!({"_id": id, "account_db": w.account_db,
+                    "device_id": w.device_id, "registered_at_ms": w.at_ms});
+                if let Some(rev) = known.get(id).and_then(|s| s.rev.clone()) {
+                    doc["_rev"] = json!(rev);
+                }
+                doc
+            })
+            .collect()
+    };
+    let items = match shared.couch.bulk_docs(TOKENS_DB, &docs).await {
+        Ok(items) => items,
+        Err(e) if e.is_transient() => return Err(e),
+        Err(e) => {
+            tracing::warn!(error.message = %e, entries = batch.len(), "token index batch refused; not indexed");
+            let mut known = lock(&shared.known);
+            for (id, _) in batch {
+                known.remove(id);
+            }
+            return Ok(());
+        }
+    };
+    let wants: HashMap<&str, &Want> = batch.iter().map(|(id, w)| (id.as_str(), w)).collect();
+    for item in items {
+        match item {
+            BulkItem::Written { id, rev } => set_rev(shared, &id, Some(rev)),
+            BulkItem::Conflict { id } => {
+                // Indexed before (by another instance, or before a restart): read it.
+                let Some(want) = wants.get(id.as_str()) else {
+                    continue;
+                };
+                match write_existing(&shared.couch, &id, want).await {
+                    Ok(rev) => set_rev(shared, &id, rev),
+                    // Another instance wrote it meanwhile: its entry is as recent.
+                    Err(pusher_io::couch::Error::Conflict) => set_rev(shared, &id, None),
+                    Err(e) => {
+                        tracing::warn!(error.message = %e, device_id = want.device_id, "cannot index the push token");
+                        lock(&shared.known).remove(&id);
+                    }
+                }
+            }
+            BulkItem::Failed { id, error } => {
+                tracing::warn!(error.message = %error, "token index entry refused; not indexed");
+                lock(&shared.known).remove(&id);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Remembers the revision of index entry `id` this process wrote (`None`: unknown).
+fn set_rev(shared: &Shared, id: &str, rev: Option<String>) {
+    if let Some(seen) = lock(&shared.known).get_mut(id) {
+        seen.rev = rev;
+    }
+}
+
+/// Writes an index entry that exists already: read, and written unless it already
+/// says this (or a later registration). Returns the revision written, if any.
+async fn write_existing(
+    couch: &CouchClient,
+    id: &str,
+    want: &Want,
+) -> Result<Option<String>, pusher_io::couch::Error> {
+    let existing = couch.get_doc(TOKENS_DB, id).await?;
+    let mut doc = existing.clone().unwrap_or_else(|| json!({"_id": id}));
+    if existing.is_some()
+        && doc["account_db"] == want.account_db.as_str()
+        && doc["device_id"] == want.device_id.as_str()
+        && doc["registered_at_ms"]
+            .as_u64()
+            .is_some_and(|t| t >= want.at_ms)
+    {
+        return Ok(doc["_rev"].as_str().map(str::to_string));
+    }
+    doc["account_db"] = json!(want.account_db);
+    doc["device_id"] = json!(want.device_id);
+    doc["registered_at_ms"] = json!(want.at_ms);
+    couch.put_doc(TOKENS_DB, &doc).await.map(Some)
 }
 
 #[cfg(test)]
@@ -301,6 +550,7 @@ mod tests {
             device_id: "dev".into(),
             seen_ms: 5_000,
             written_ms: 1_000,
+            rev: None,
         };
         assert!(must_write(None, "db", "dev", 1_000, every), "new token");
         assert!(

@@ -5,13 +5,13 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::{Changes, CouchClient, Result, encode_segment};
+use super::{Changes, CouchClient, Op, Result, encode_segment};
 
 impl CouchClient {
     /// `GET /` — succeeds when the server answers (health check on CouchDB and pouchdb).
     pub async fn ping(&self) -> Result<()> {
         let resp = self
-            .send(self.request(Method::GET, self.base.clone()))
+            .send(Op::Db, self.request(Method::GET, self.base.clone()))
             .await?;
         if resp.status().is_success() {
             Ok(())
@@ -23,7 +23,7 @@ impl CouchClient {
     /// Creates a database; `Ok(false)` when it already existed.
     pub async fn create_db(&self, db: &str) -> Result<bool> {
         let resp = self
-            .send(self.request(Method::PUT, self.url(&[db], "")?))
+            .send(Op::Db, self.request(Method::PUT, self.url(&[db], "")?))
             .await?;
         match resp.status() {
             StatusCode::PRECONDITION_FAILED => Ok(false),
@@ -35,7 +35,7 @@ impl CouchClient {
     /// Deletes a database; `Ok(false)` when it did not exist.
     pub async fn delete_db(&self, db: &str) -> Result<bool> {
         let resp = self
-            .send(self.request(Method::DELETE, self.url(&[db], "")?))
+            .send(Op::Db, self.request(Method::DELETE, self.url(&[db], "")?))
             .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(false),
@@ -47,7 +47,7 @@ impl CouchClient {
     /// Database info (`GET /db`); `Ok(None)` when it does not exist.
     pub async fn db_info(&self, db: &str) -> Result<Option<Value>> {
         let resp = self
-            .send(self.request(Method::GET, self.url(&[db], "")?))
+            .send(Op::Db, self.request(Method::GET, self.url(&[db], "")?))
             .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
@@ -77,7 +77,7 @@ impl CouchClient {
         let rb = self
             .request(Method::GET, self.url(&[db, "_changes"], &query)?)
             .timeout(wait + Duration::from_secs(5));
-        let fut = self.send(rb);
+        let fut = self.send(Op::Changes, rb);
         let resp = match tokio::time::timeout(wait, fut).await {
             Ok(r) => r?,
             Err(_) => {

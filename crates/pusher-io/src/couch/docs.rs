@@ -1,16 +1,54 @@
-//! Document and attachment calls, and the read-modify-write loop of
-//! [`CouchClient::update_doc`].
+//! Document and attachment calls, `_bulk_docs`, and the read-modify-write loop of
+//! [`CouchClient::update_doc`] (from a read, or from a copy the caller kept:
+//! [`CouchClient::update_doc_from`]).
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::{CouchClient, Error, Result, UpdateOutcome, encode_segment};
+use super::{CouchClient, Error, Op, Result, UpdateOutcome, encode_segment};
+
+/// What [`CouchClient::update_doc_from`] did, and the document as it is now stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    /// Unchanged, updated (new revision, 409s absorbed) or not found.
+    pub outcome: UpdateOutcome,
+    /// The document as stored now, its `_rev` set (the one read when unchanged, the new
+    /// one when written); `None` when not found.
+    pub doc: Option<Value>,
+}
+
+/// One document's result in a `_bulk_docs` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BulkItem {
+    /// Written at this revision.
+    Written {
+        /// Doc id.
+        id: String,
+        /// New `_rev`.
+        rev: String,
+    },
+    /// Refused: its `_rev` (or its absence) is not the current revision.
+    Conflict {
+        /// Doc id.
+        id: String,
+    },
+    /// Refused for another reason.
+    Failed {
+        /// Doc id (empty if CouchDB named none).
+        id: String,
+        /// CouchDB `error` and `reason`.
+        error: String,
+    },
+}
 
 impl CouchClient {
     /// Reads a document; `Ok(None)` when it or its database does not exist.
     pub async fn get_doc(&self, db: &str, id: &str) -> Result<Option<Value>> {
         let resp = self
-            .send(self.request(Method::GET, self.url(&[db, id], "")?))
+            .send(
+                Op::GetDoc,
+                self.request(Method::GET, self.url(&[db, id], "")?),
+            )
             .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
@@ -31,6 +69,7 @@ impl CouchClient {
             })?;
         let resp = self
             .send(
+                Op::PutDoc,
                 self.request(Method::PUT, self.url(&[db, id], "")?)
                     .json(doc),
             )
@@ -45,21 +84,65 @@ impl CouchClient {
         db: &str,
         id: &str,
         max_attempts: u32,
-        mut apply: F,
+        apply: F,
     ) -> Result<UpdateOutcome>
     where
         F: FnMut(&mut Value) -> bool,
     {
+        Ok(self
+            .update_doc_from(db, id, None, max_attempts, apply)
+            .await?
+            .outcome)
+    }
+
+    /// [`CouchClient::update_doc`] starting from `known`, a copy of the document the
+    /// caller kept (with its `_id` and `_rev`), instead of a read: when `apply` changes
+    /// it, it is written at once, one request. If `known` is stale (another writer
+    /// changed the doc since), CouchDB answers 409, and the doc is re-read and `apply`
+    /// runs again on what is stored, so the other writer's change survives. A `known`
+    /// that `apply` leaves unchanged proves nothing about what is stored: the doc is
+    /// read. Returns the doc as now stored, for the caller to keep.
+    pub async fn update_doc_from<F>(
+        &self,
+        db: &str,
+        id: &str,
+        known: Option<Value>,
+        max_attempts: u32,
+        mut apply: F,
+    ) -> Result<Written>
+    where
+        F: FnMut(&mut Value) -> bool,
+    {
+        let mut known = known.filter(|d| d.get("_id").and_then(Value::as_str) == Some(id));
         let mut conflicts = 0;
         loop {
-            let Some(mut doc) = self.get_doc(db, id).await? else {
-                return Ok(UpdateOutcome::NotFound);
+            let changed_copy = known.take().and_then(|mut d| apply(&mut d).then_some(d));
+            let mut doc = match changed_copy {
+                Some(d) => d,
+                None => {
+                    let Some(mut doc) = self.get_doc(db, id).await? else {
+                        return Ok(Written {
+                            outcome: UpdateOutcome::NotFound,
+                            doc: None,
+                        });
+                    };
+                    if !apply(&mut doc) {
+                        return Ok(Written {
+                            outcome: UpdateOutcome::Unchanged,
+                            doc: Some(doc),
+                        });
+                    }
+                    doc
+                }
             };
-            if !apply(&mut doc) {
-                return Ok(UpdateOutcome::Unchanged);
-            }
             match self.put_doc(db, &doc).await {
-                Ok(rev) => return Ok(UpdateOutcome::Updated { rev, conflicts }),
+                Ok(rev) => {
+                    doc["_rev"] = json!(rev);
+                    return Ok(Written {
+                        outcome: UpdateOutcome::Updated { rev, conflicts },
+                        doc: Some(doc),
+                    });
+                }
                 Err(Error::Conflict) => {
                     conflicts += 1;
                     if conflicts >= max_attempts {
@@ -72,10 +155,54 @@ impl CouchClient {
         }
     }
 
+    /// Writes `docs` in one `POST /db/_bulk_docs` (each with its `_id`, and its `_rev`
+    /// for an update); one [`BulkItem`] per doc, in order. Each doc succeeds or fails
+    /// on its own.
+    pub async fn bulk_docs(&self, db: &str, docs: &[Value]) -> Result<Vec<BulkItem>> {
+        let resp = self
+            .send(
+                Op::BulkDocs,
+                self.request(Method::POST, self.url(&[db, "_bulk_docs"], "")?)
+                    .json(&json!({ "docs": docs })),
+            )
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.status_error(resp, "POST _bulk_docs").await);
+        }
+        let body = self.body_json(resp, "POST _bulk_docs").await?;
+        let Some(items) = body.as_array() else {
+            return Err(Error::Decode {
+                what: "POST _bulk_docs".into(),
+                detail: "answer is not an array".into(),
+            });
+        };
+        let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        Ok(items
+            .iter()
+            .map(|item| {
+                let (id, error) = (s(item, "id"), s(item, "error"));
+                match (error.as_str(), item.get("rev").and_then(Value::as_str)) {
+                    ("", Some(rev)) => BulkItem::Written {
+                        id,
+                        rev: rev.to_string(),
+                    },
+                    ("conflict", _) => BulkItem::Conflict { id },
+                    _ => BulkItem::Failed {
+                        id,
+                        error: format!("{error} ({})", s(item, "reason")),
+                    },
+                }
+            })
+            .collect())
+    }
+
     /// Reads an attachment's bytes; `Ok(None)` when the doc or attachment is missing.
     pub async fn get_attachment(&self, db: &str, id: &str, name: &str) -> Result<Option<Vec<u8>>> {
         let resp = self
-            .send(self.request(Method::GET, self.url(&[db, id, name], "")?))
+            .send(
+                Op::Attachment,
+                self.request(Method::GET, self.url(&[db, id, name], "")?),
+            )
             .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
@@ -104,6 +231,7 @@ impl CouchClient {
             .unwrap_or_default();
         let resp = self
             .send(
+                Op::Attachment,
                 self.request(Method::PUT, self.url(&[db, id, name], &query)?)
                     .header(reqwest::header::CONTENT_TYPE, content_type)
                     .body(body),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde_json::Value;
 
-use super::{CouchClient, Error, Result, encode_segment};
+use super::{Answer, CouchClient, Error, Op, Result, encode_segment};
 
 impl CouchClient {
     /// The URL of `segments` (each one encoded) under the base URL. An empty, `.` or
@@ -37,14 +37,17 @@ impl CouchClient {
     /// connection the server had just closed) is tried again, 50 ms, 250 ms and 1 s later.
     /// Repeating a write is safe here: every write carries the `_rev` it was based on,
     /// so one that did reach CouchDB makes the repeat a 409, which the update loops
-    /// resolve by re-reading.
-    pub(super) async fn send(&self, rb: RequestBuilder) -> Result<reqwest::Response> {
+    /// resolve by re-reading. Counted once, by its last answer, under `op`.
+    pub(super) async fn send(&self, op: Op, rb: RequestBuilder) -> Result<reqwest::Response> {
         let mut delays = [50, 250, 1000].map(Duration::from_millis).into_iter();
         let mut rb = rb;
         loop {
             let retry = rb.try_clone();
             match rb.send().await {
-                Ok(resp) => return Ok(resp),
+                Ok(resp) => {
+                    self.counts.add(op, Answer::of(resp.status()));
+                    return Ok(resp);
+                }
                 Err(e) => {
                     let in_sending = (e.is_connect() || e.is_request()) && !e.is_timeout();
                     match (retry, delays.next()) {
@@ -55,6 +58,7 @@ impl CouchClient {
                             rb = next;
                         }
                         _ => {
+                            self.counts.add(op, Answer::Unreachable);
                             return Err(self.unreachable(e));
                         }
                     }

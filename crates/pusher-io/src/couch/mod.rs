@@ -14,17 +14,23 @@
 //!
 //! Layout: this file holds the error, the result types and the client's construction;
 //! `http` the request plumbing every call shares, `db` the server and database calls,
-//! `docs` the document and attachment calls.
+//! `docs` the document and attachment calls, `counts` the request counters
+//! ([`CouchClient::request_counts`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
+mod counts;
 mod db;
 mod docs;
 mod http;
+
+pub use counts::{Answer, Op, RequestCounts};
+pub use docs::{BulkItem, Written};
 
 /// Everything that is not unreserved in RFC 3986 is encoded, including `/` and `+`.
 const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -134,6 +140,7 @@ pub struct CouchClient {
     base: Url,
     user: Option<String>,
     password: Option<String>,
+    counts: Arc<RequestCounts>,
 }
 
 impl std::fmt::Debug for CouchClient {
@@ -201,7 +208,13 @@ impl CouchClient {
             base,
             user,
             password,
+            counts: Arc::default(),
         })
+    }
+
+    /// The request counters of this client and its clones.
+    pub fn request_counts(&self) -> Arc<RequestCounts> {
+        self.counts.clone()
     }
 
     /// The base URL with credentials removed, safe for logs.

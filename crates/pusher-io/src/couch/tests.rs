@@ -86,3 +86,22 @@ async fn calls_with_a_dot_segment_fail_at_once_and_for_good() {
         assert!(!e.is_transient(), "{e}");
     }
 }
+
+/// Every request is counted once under what it was for, by its answer, including one
+/// that never got an answer (after its retries).
+#[tokio::test]
+async fn requests_are_counted_by_op_and_answer() {
+    let c = CouchClient::new("http://127.0.0.1:9/", Duration::from_secs(5)).expect("client");
+    let counts = c.request_counts();
+    assert!(counts.snapshot().is_empty());
+    let e = c.get_doc("db", "doc").await.expect_err("nothing listens");
+    assert!(e.is_transient(), "{e}");
+    // A refused name is never sent, so never counted.
+    c.get_doc("db", "..").await.expect_err("refused");
+    assert_eq!(
+        c.clone().request_counts().snapshot(),
+        vec![(Op::GetDoc, Answer::Unreachable, 1)]
+    );
+    assert_eq!(counts.total(Op::GetDoc), 1);
+    assert_eq!(counts.total(Op::PutDoc), 0);
+}

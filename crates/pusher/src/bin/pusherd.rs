@@ -13,6 +13,12 @@ use std::time::{Duration, Instant};
 use pusher::settings::{KEYS, Settings};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc instead of the system allocator: with glibc's malloc, malloc/free/memmove
+/// were 22 % of pusherd's CPU under push load (BENCHMARKS.md, P4). Only the service
+/// binary sets it; the library and `pusherctl` keep the default.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Total time a `--check` probe may take (connect, request, status line).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 

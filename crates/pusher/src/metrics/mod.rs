@@ -15,7 +15,10 @@ pub mod series;
 mod text;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use pusher_io::couch::RequestCounts;
 
 pub use series::{BUCKETS, CounterVec, Histogram, HistogramVec};
 use text::{counters, family, histograms, sample, scalar};
@@ -57,6 +60,9 @@ pub struct Metrics {
     pub push_duration: HistogramVec,
     /// `pusher_config_reloads_total`.
     pub config_reloads: AtomicU64,
+    /// `pusher_couch_requests_total{op,answer}`: the counters of the service's CouchDB
+    /// client, set once at start ([`Metrics::count_couch_requests`]).
+    pub couch_requests: OnceLock<Arc<RequestCounts>>,
 }
 
 /// Values read at scrape time from elsewhere (state flags, the config snapshot).
@@ -85,6 +91,12 @@ impl Metrics {
         if provider != "none" {
             self.push_duration.observe(&[provider], took);
         }
+    }
+
+    /// Exposes `counts` (the service's CouchDB client's) as
+    /// `pusher_couch_requests_total`; only the first call counts.
+    pub fn count_couch_requests(&self, counts: Arc<RequestCounts>) {
+        let _ = self.couch_requests.set(counts);
     }
 
     /// The text exposition of every family.
@@ -203,6 +215,22 @@ impl Metrics {
             &["provider"],
             &self.dead_tokens_removed,
         );
+        family(
+            &mut out,
+            "pusher_couch_requests_total",
+            "counter",
+            "CouchDB requests, by what they were for (get_doc, put_doc, bulk_docs, changes, db, attachment) and the answer (ok, not_found, conflict, error, unreachable).",
+        );
+        if let Some(counts) = self.couch_requests.get() {
+            for (op, answer, n) in counts.snapshot() {
+                sample(
+                    &mut out,
+                    "pusher_couch_requests_total",
+                    &[("op", op.as_str()), ("answer", answer.as_str())],
+                    n as f64,
+                );
+            }
+        }
         family(
             &mut out,
             "pusher_push_dispatch_seconds",

@@ -2,8 +2,9 @@
 //!
 //! decide (core: User-Agent rules, Contact params, RFC 8599) → the device cache answers
 //! refreshes that change nothing → the [`lot`] decides: write at once, park, or settle
-//! without update → read-modify-write of the device doc (409s re-read and re-applied) →
-//! the token index learns the token. Transient failures (CouchDB down) are retried with
+//! without update → read-modify-write of the device doc, starting from the copy the
+//! device cache keeps when it has one (then the write is one `PUT`; a 409 re-reads and
+//! re-applies) → the token index learns the token (written in batches, off this path). Transient failures (CouchDB down) are retried with
 //! capped, jittered backoff for at most the retry budget; then the registration is
 //! settled without update (the phone registers again within minutes).
 //!
@@ -24,7 +25,7 @@ use rand::Rng as _;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use self::device_cache::{CachedPush, DeviceCache, Ticket};
+use self::device_cache::{CachedPush, DeviceCache};
 use self::lot::{Lot, Offer};
 use crate::config::{ConfigReceiver, PusherConfig};
 use crate::dispatch::{Disposition, short};
@@ -114,7 +115,6 @@ pub struct Job {
     device_id: String,
     update: PushUpdate,
     wanted: CachedPush,
-    ticket: Option<Ticket>,
 }
 
 /// A write stopped by its cancellation token before it was done.
@@ -379,14 +379,14 @@ impl Registrar {
             PushUpdate::Set(push) => Some(Value::Object(push.clone())),
             PushUpdate::Remove => None,
         };
-        let (hit, ticket) = self.devices.lookup(&account_db, &device_id, &wanted);
+        let (hit, _) = self.devices.lookup(&account_db, &device_id, &wanted);
         let metrics = &self.state.metrics;
         metrics
             .device_cache
             .inc(&[if hit { "hit" } else { "miss" }]);
         if hit {
             if let PushUpdate::Set(push) = &update {
-                self.tokens.record(push, &account_db, &device_id).await;
+                self.tokens.note(push, &account_db, &device_id);
             }
             return Err((who, RegOutcome::Unchanged));
         }
@@ -396,7 +396,6 @@ impl Registrar {
             device_id,
             update,
             wanted,
-            ticket,
         })
     }
 
@@ -442,34 +441,47 @@ impl Registrar {
         }
     }
 
+    /// One attempt. The cache is asked again here, not when the job was planned: a
+    /// parked job is written later, after other writes of the device updated the
+    /// cached copy. Its ticket is taken before the write, as a store requires.
     async fn write_once(&self, job: &Job) -> Result<RegOutcome, couch::Error> {
         let Job {
             account_db,
             device_id,
             update,
             wanted,
-            ticket,
             ..
         } = job;
-        let outcome = self
+        let found = self.devices.lookup_doc(account_db, device_id, wanted);
+        if found.hit {
+            // An earlier write of the device (or a read) established this push object.
+            if let PushUpdate::Set(push) = update {
+                self.tokens.note(push, account_db, device_id);
+            }
+            return Ok(RegOutcome::Unchanged);
+        }
+        let written = self
             .couch
-            .update_doc(account_db, device_id, MAX_CONFLICTS, |doc| {
+            .update_doc_from(account_db, device_id, found.doc, MAX_CONFLICTS, |doc| {
                 reg_success::apply_update(doc, update)
             })
             .await?;
-        let stored_rev = match &outcome {
-            UpdateOutcome::Updated { rev, .. } => Some(Some(rev.clone())),
-            UpdateOutcome::Unchanged => Some(None),
-            UpdateOutcome::NotFound => None,
-        };
-        if let (Some(ticket), Some(rev)) = (ticket, stored_rev) {
-            self.devices
-                .store(account_db, device_id, wanted.clone(), rev, *ticket);
+        if let (Some(ticket), Some(doc)) = (found.ticket, &written.doc) {
+            let rev = doc.get("_rev").and_then(Value::as_str).map(str::to_string);
+            self.devices.store_doc(
+                account_db,
+                device_id,
+                wanted.clone(),
+                rev,
+                Some(doc),
+                ticket,
+            );
         }
+        let outcome = written.outcome;
         if let (PushUpdate::Set(push), UpdateOutcome::Updated { .. } | UpdateOutcome::Unchanged) =
             (update, &outcome)
         {
-            self.tokens.record(push, account_db, device_id).await;
+            self.tokens.note(push, account_db, device_id);
         }
         Ok(match (outcome, update) {
             (UpdateOutcome::NotFound, _) => RegOutcome::DeviceNotFound,

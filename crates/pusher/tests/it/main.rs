@@ -13,6 +13,7 @@ mod isolation;
 mod kamailio;
 mod legacy;
 mod lifecycle;
+mod perf_rev;
 mod push;
 mod redelivery;
 mod reg_success;
