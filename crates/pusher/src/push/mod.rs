@@ -272,7 +272,7 @@ impl Pusher {
         // A push waits only briefly for its app's in-flight limit, and only while few
         // others wait ([`limit`]); else it is deferred (handed to the deferral queue and
         // acked), so the pushes of one stuck app cannot fill the prefetch window.
-        let _app_permit = match lease.limit.enter(limit::PATIENCE, limit::MAX_WAITING).await {
+        let app_permit = match lease.limit.enter(limit::PATIENCE, limit::MAX_WAITING).await {
             limit::Entry::Go(permit) => permit,
             limit::Entry::Closed => return PushOutcome::Failed("shutting down".into()),
             limit::Entry::Defer => return PushOutcome::Deferred,
@@ -282,7 +282,7 @@ impl Pusher {
         };
         let metrics = &self.state.metrics;
         let provider = provider_label(req.provider());
-        match attempt::run(
+        let verdict = attempt::run(
             &lease.sender,
             &request,
             received,
@@ -290,8 +290,11 @@ impl Pusher {
             metrics,
             provider,
         )
-        .await
-        {
+        .await;
+        if !matches!(verdict, Verdict::OutOfTime(_)) {
+            app_permit.progressed();
+        }
+        match verdict {
             Verdict::Delivered => PushOutcome::Delivered,
             Verdict::Rejected(reason) => PushOutcome::Rejected(reason),
             Verdict::OutOfTime(reason) => PushOutcome::TimedOut(reason),
