@@ -224,7 +224,7 @@ impl Dispatcher {
                 m.consumed.inc(&["push_req"]);
                 // Before the push is sent, so the woken device cannot register first.
                 if let (Ok(_), Some(waiting)) = (&req, waiting) {
-                    self.legacy.remember(waiting);
+                    self.legacy.remember(waiting).await;
                 }
                 let arrival = Arrival {
                     received,

@@ -65,8 +65,15 @@ impl LegacyPushResp {
 
     /// A `push_req` arrived: remember it if the option is on and it can be answered
     /// (`Token-ID`, `Msg-ID`, `Server-ID`). Call before the push is sent, so the
-    /// device's registration cannot come first.
-    pub fn remember(&self, waiting: Waiting) {
+    /// device's registration cannot come first. A `push_req` that arrives before the
+    /// first config load waits for it (as the push itself does), at most 15 s.
+    pub async fn remember(&self, waiting: Waiting) {
+        let mut rx = self.config.clone();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            rx.wait_for(Option::is_some),
+        )
+        .await;
         let Some(wait) = self.wait() else { return };
         let (token, msg_id) = (short(&waiting.token_id, 8), waiting.msg_id.clone());
         let done = self.table().remember(waiting, Instant::now(), wait);
