@@ -28,7 +28,7 @@ pub const MAX_WAITING: usize = 4;
 pub const PATIENCE: Duration = Duration::from_millis(200);
 /// A credential whose pushes are all in flight and none finished for this long is
 /// stalled (a hung token endpoint, a provider that does not answer).
-pub const STALL: Duration = Duration::from_secs(1);
+pub const STALL: Duration = Duration::from_secs(3);
 
 /// What a push got from [`Limit::enter`].
 #[derive(Debug)]

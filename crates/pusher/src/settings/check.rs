@@ -100,7 +100,7 @@ pub(super) fn check<'a>(
     let retry_budget = ms(num("retry_budget_ms", 45_000, 0, 55_000)?);
     let shutdown_grace = ms(num("shutdown_grace_ms", 4_000, 0, 60_000)?);
     let couch_timeout = ms(num("couch_timeout_ms", 5_000, 100, 60_000)?);
-    let per_app_default = (u64::from(prefetch) / 2).max(1);
+    let per_app_default = (u64::from(prefetch) * 3 / 4).max(1);
     let push_deadline = ms(num("push_deadline_ms", 20_000, 1_000, 60_000)?);
     let provider_timeout = ms(num("provider_timeout_ms", 10_000, 100, 60_000)?);
     let per_app_in_flight = num("max_in_flight_per_app", per_app_default, 1, 100_000)?;

@@ -12,8 +12,8 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8099";
 /// deliveries go back to the queue on top of the backlog, so prefetch + backlog must stay
 /// ≤ 100 or the broker drops messages. 64 leaves room for a backlog of 36 (a SIGKILL of one
 /// of two saturated instances lost 0 at 64 and 48, 114 at 200: BENCHMARKS.md, "SIGKILL and
-/// the prefetch"); pushes per app in flight default to half of it (32), so a stuck app leaves the
-/// other half of the window to the others.
+/// the prefetch"); pushes per app in flight default to ¾ of it (48); a stalled app defers its pushes
+/// beyond that plus 4 waiters, so the others keep the rest of the window.
 pub const DEFAULT_PREFETCH: u16 = 64;
 /// Where Kazoo looks for its `config.ini` when `KAZOO_CONFIG` is unset, in its order
 /// (`kazoo_config_init`): the Kazoo 3 path, then the Kazoo 4 one.
@@ -123,6 +123,6 @@ pub const KEYS: &[Key] = &[
         key: "max_in_flight_per_app",
         env: "PUSHER_MAX_IN_FLIGHT_PER_APP",
         default: None,
-        help: "in-flight pushes per app (default 1/2 of prefetch)",
+        help: "in-flight pushes per app (default 3/4 of prefetch)",
     },
 ];

@@ -40,7 +40,7 @@ fn defaults() {
     assert_eq!(s.http_addr, Some("127.0.0.1:8099".parse().expect("addr")));
     assert_eq!(s.prefetch, 64);
     assert!(!s.log_json);
-    assert_eq!(s.push.per_app_in_flight, 32);
+    assert_eq!(s.push.per_app_in_flight, 48);
     assert!(s.amqp_fallback_uris.is_empty());
 }
 
@@ -56,7 +56,7 @@ fn explicit_values_and_errors() {
     .expect("settings");
     assert_eq!((s.zone.as_str(), s.node.as_str()), ("east", "pusher@a"));
     assert_eq!((s.http_addr, s.prefetch, s.log_json), (None, 7, true));
-    assert_eq!(s.push.per_app_in_flight, 3);
+    assert_eq!(s.push.per_app_in_flight, 5);
 
     for (k, v) in [
         ("PUSHER_PREFETCH", "0"),
