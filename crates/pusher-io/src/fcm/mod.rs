@@ -28,7 +28,7 @@ use serde_json::Value;
 use self::grant::Account;
 use self::token_source::{TokenSource, TokenState};
 pub use crate::provider::CredentialTag;
-use crate::provider::{client_builder, describe};
+use crate::provider::client_builder;
 
 /// OAuth scope for FCM sends.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
@@ -77,18 +77,9 @@ impl Error {
 /// `Result` of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What FCM answered.
-#[derive(Debug, Clone)]
-pub struct Response {
-    /// HTTP status.
-    pub status: u16,
-    /// Body (JSON).
-    pub body: Vec<u8>,
-    /// `Retry-After` header, if any.
-    pub retry_after: Option<String>,
-    /// The access token the request carried, for [`Client::renew`] after a 401.
-    pub credential: CredentialTag,
-}
+/// What FCM answered; the credential is the access token the request carried, for
+/// [`Client::renew`] after a 401.
+pub type Response = crate::provider::Response<CredentialTag>;
 
 /// Settings of one FCM client.
 #[derive(Debug, Clone)]
@@ -172,32 +163,15 @@ impl Client {
             .map_err(|_| Error::Token("the access token is not a header value".into()))?;
         bearer.set_sensitive(true);
         let body = serde_json::to_vec(message).map_err(|e| Error::Transport(e.to_string()))?;
-        let resp = self
+        let request = self
             .http
             .post(format!("{}{}", self.base_url, path))
             .header(AUTHORIZATION, bearer)
             .header(CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
+            .body(body);
+        crate::provider::send(request, token.tag)
             .await
-            .map_err(|e| Error::Transport(describe(&e)))?;
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::Transport(describe(&e)))?
-            .to_vec();
-        Ok(Response {
-            status,
-            body,
-            retry_after,
-            credential: token.tag,
-        })
+            .map_err(Error::Transport)
     }
 }
 
