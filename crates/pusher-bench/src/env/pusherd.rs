@@ -85,9 +85,17 @@ impl Pusherd {
         let ready_after = started.elapsed();
         // BENCH_PERF=1: sample the service's stacks for the whole scenario (software
         // clock: no hardware counters needed); `perf report -i <file>` afterwards.
+        // BENCH_PERF=dwarf unwinds with DWARF (release builds keep no frame pointers,
+        // so `-g` stops at the first frame of most allocator and runtime stacks).
         let perf = match std::env::var("BENCH_PERF") {
             Ok(v) if !v.is_empty() && v != "0" => Command::new("perf")
-                .args(["record", "-e", "cpu-clock", "-F", "499", "-g", "-p"])
+                .args(["record", "-e", "cpu-clock", "-F", "499"])
+                .args(if v == "dwarf" {
+                    ["--call-graph", "dwarf,16384"].as_slice()
+                } else {
+                    ["-g"].as_slice()
+                })
+                .arg("-p")
                 .arg(child.id().to_string())
                 .arg("-o")
                 .arg(cfg.log_dir.join(format!("perf-{label}.data")))
