@@ -28,6 +28,7 @@ pub mod app_config;
 pub mod contact;
 pub mod credentials;
 pub mod der;
+pub mod endpoint_push;
 pub mod envelope;
 pub mod fcm;
 pub mod kapps_config;
