@@ -20,6 +20,7 @@
 
 pub mod apps;
 pub mod commands;
+pub mod endpoint;
 pub mod kapps_config;
 pub mod maintenance;
 mod parse;

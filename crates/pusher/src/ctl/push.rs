@@ -37,7 +37,7 @@ pub const TEST_CALLER_NAME: &str = "pusherctl test";
 pub const REPLY_GRACE: Duration = Duration::from_secs(5);
 
 /// A lowercase RFC 4122 version-4 UUID, as Kamailio's `Msg-ID` and `Call-ID` look.
-fn uuid_v4() -> String {
+pub(super) fn uuid_v4() -> String {
     let mut b: [u8; 16] = rand::rng().random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
@@ -211,7 +211,7 @@ pub async fn push(ctx: &Ctx<'_>, account_id: &str, device_id: &str) -> Result<Re
     result
 }
 
-fn root_cause(e: &dyn std::error::Error) -> String {
+pub(super) fn root_cause(e: &dyn std::error::Error) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;
@@ -221,23 +221,7 @@ fn root_cause(e: &dyn std::error::Error) -> String {
 
 async fn push_on(broker: &Broker, dev: &DevicePush, wait: Duration) -> Result<Report> {
     let amqp_err = |e: amqp::Error| failed(format!("RabbitMQ: {e}"));
-    // Is anybody consuming?
-    match broker.queue_state(amqp::QUEUE).await.map_err(amqp_err)? {
-        None => {
-            return Err(failed(format!(
-                "no pusherd is running on this broker: queue {} does not exist",
-                amqp::QUEUE
-            )));
-        }
-        Some(q) if q.consumers == 0 => {
-            return Err(failed(format!(
-                "no pusherd is consuming queue {} on this broker",
-                amqp::QUEUE
-            )));
-        }
-        Some(_) => {}
-    }
-
+    check_consumed(broker).await?;
     let publisher = broker.publisher().await.map_err(amqp_err)?;
     // Server-named, exclusive and auto-delete: nothing outlives the command.
     let mut replies = broker.reply_queue().await.map_err(amqp_err)?;
@@ -289,6 +273,22 @@ async fn push_on(broker: &Broker, dev: &DevicePush, wait: Duration) -> Result<Re
                 failure: Some(format!("push not delivered: {line}")),
             }
         });
+    }
+}
+
+/// Whether a `pusherd` consumes the shared queue on this broker (else a clear error).
+pub(super) async fn check_consumed(broker: &Broker) -> Result<()> {
+    let amqp_err = |e: amqp::Error| failed(format!("RabbitMQ: {e}"));
+    match broker.queue_state(amqp::QUEUE).await.map_err(amqp_err)? {
+        None => Err(failed(format!(
+            "no pusherd is running on this broker: queue {} does not exist",
+            amqp::QUEUE
+        ))),
+        Some(q) if q.consumers == 0 => Err(failed(format!(
+            "no pusherd is consuming queue {} on this broker",
+            amqp::QUEUE
+        ))),
+        Some(_) => Ok(()),
     }
 }
 
