@@ -146,3 +146,61 @@ fn legacy_push_resp_config_keys_are_described() {
     doc["default"]["legacy_push_resp"] = json!("maybe");
     assert!(!s.is_valid(&doc));
 }
+
+#[test]
+fn endpoint_push_req_example_and_the_pusherctl_request_validate() {
+    let s = schema("kapi.pusher.endpoint_push_req.json");
+    let path = format!(
+        "{}/../../schemas/kapi.pusher.endpoint_push_req.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read")).unwrap();
+    let example = &doc["examples"][0];
+    assert!(s.is_valid(example));
+    // What the schema accepts, the service reads.
+    assert!(pusher_core::endpoint_push::EndpointPushReq::from_json(example, 0).is_ok());
+    let ctl = pusher::ctl::endpoint::request(
+        "3c1e6a2f9b7d4e0a8c5b1d2e3f405162",
+        "device",
+        "d1",
+        Some("hi"),
+        "m1",
+        "q1",
+    );
+    let errors: Vec<String> = s.iter_errors(&ctl).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut bad = example.clone();
+    bad["Endpoint"]["Type"] = json!("group");
+    assert!(!s.is_valid(&bad));
+    assert!(pusher_core::endpoint_push::EndpointPushReq::from_json(&bad, 0).is_err());
+    let mut bad = example.clone();
+    bad["Priority"] = json!("urgent");
+    assert!(!s.is_valid(&bad));
+}
+
+#[test]
+fn endpoint_push_resp_built_by_the_service_validates() {
+    use pusher_core::endpoint_push::status::{DeviceResult, DeviceStatus, bad_request, response};
+    let s = schema("kapi.pusher.endpoint_push_resp.json");
+    let results = [
+        DeviceResult {
+            device_id: "d1".into(),
+            status: DeviceStatus::Sent,
+        },
+        DeviceResult {
+            device_id: "d2".into(),
+            status: DeviceStatus::DeadToken("Unregistered".into()),
+        },
+    ];
+    let resp = response(Some("m1"), &results, "pusher@n", env!("CARGO_PKG_VERSION"));
+    let errors: Vec<String> = s.iter_errors(&resp).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let none = response(None, &[], "pusher@n", "v");
+    assert!(s.is_valid(&none));
+    let bad = bad_request(Some("m"), "endpoint_push_req has no Endpoint", "n", "v");
+    assert!(s.is_valid(&bad));
+    // Not the other replies.
+    let mut other = resp.clone();
+    other["Event-Name"] = json!("push_resp");
+    assert!(!s.is_valid(&other));
+}
