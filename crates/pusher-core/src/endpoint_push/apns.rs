@@ -30,23 +30,10 @@ pub fn build(
     cfg: &ApnsAppConfig,
 ) -> Result<ApnsRequest, ApnsBuildError> {
     // Request headers first, the app's `apple.headers` after them: later keys win.
-    let mut headers = Map::new();
-    let mut set = |name: &str, value: Option<String>| {
-        if let Some(v) = value {
-            headers.insert(name.to_string(), Value::String(v));
-        }
-    };
-    set("apns-topic", req.apns.topic.clone());
-    set("apns-push-type", req.apns.push_type.clone());
-    set(
-        "apns-priority",
-        req.priority.map(|p| apns_priority(p).to_string()),
-    );
-    set(
-        "apns-expiration",
-        req.ttl.map(|ttl| expiration(req.timestamp_ms, ttl)),
-    );
-    set("apns-collapse-id", req.collapse_id.clone());
+    let mut headers: Map<String, Value> = request_headers(req)
+        .into_iter()
+        .map(|(name, v)| (name.to_string(), Value::String(v)))
+        .collect();
     for (key, value) in &cfg.headers {
         headers.insert(key.clone(), value.clone());
     }
@@ -81,6 +68,27 @@ pub fn build(
         });
     }
     Ok(request)
+}
+
+/// The `apns-*` headers the request itself sets: `apns-topic`, `apns-push-type`,
+/// `apns-priority`, `apns-expiration`, `apns-collapse-id` (those present).
+pub(super) fn request_headers(req: &EndpointPushReq) -> Vec<(&'static str, String)> {
+    [
+        ("apns-topic", req.apns.topic.clone()),
+        ("apns-push-type", req.apns.push_type.clone()),
+        (
+            "apns-priority",
+            req.priority.map(|p| apns_priority(p).to_string()),
+        ),
+        (
+            "apns-expiration",
+            req.ttl.map(|t| expiration(req.timestamp_ms, t)),
+        ),
+        ("apns-collapse-id", req.collapse_id.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(name, v)| Some((name, v?)))
+    .collect()
 }
 
 /// `apns-priority` of a `Priority`.

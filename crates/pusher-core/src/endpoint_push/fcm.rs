@@ -16,7 +16,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::apns::{alert, apns_priority, aps_extras, expiration};
+use super::apns::{alert, aps_extras, request_headers};
 use super::device::DeviceTarget;
 use super::{EndpointPushReq, Priority};
 use crate::fcm::{FcmBuildError, finish_message};
@@ -112,23 +112,10 @@ fn android(req: &EndpointPushReq) -> Map<String, Value> {
 }
 
 fn apns(req: &EndpointPushReq) -> Map<String, Value> {
-    let mut headers = Map::new();
-    let mut set = |name: &str, v: Option<String>| {
-        if let Some(v) = v {
-            headers.insert(name.into(), Value::String(v));
-        }
-    };
-    set(
-        "apns-priority",
-        req.priority.map(|p| apns_priority(p).to_string()),
-    );
-    set(
-        "apns-expiration",
-        req.ttl.map(|t| expiration(req.timestamp_ms, t)),
-    );
-    set("apns-push-type", req.apns.push_type.clone());
-    set("apns-topic", req.apns.topic.clone());
-    set("apns-collapse-id", req.collapse_id.clone());
+    let headers: Map<String, Value> = request_headers(req)
+        .into_iter()
+        .map(|(name, v)| (name.to_string(), Value::String(v)))
+        .collect();
     let mut aps = Map::new();
     // Title and body travel in `notification`; the rest of the alert only APNs knows.
     let alert = alert(req, false);

@@ -298,7 +298,7 @@ token, an auth error, no reply within the push deadline + 5 s, …",
         optional: &["AlertBody"],
         run: |ctx, a| {
             Box::pin(async move {
-            endpoint::push_endpoint(ctx, a.req(0)?, a.req(1)?, a.req(2)?, a.opt(3)).await
+            endpoint::push_endpoint(ctx, a).await
             })
         },
         summary: "send a Kazoo 5 endpoint push to a device or a user's devices, print the results",

@@ -14,7 +14,8 @@ use std::time::Instant;
 use pusher_io::amqp::{self, Broker};
 use serde_json::{Value, json};
 
-use super::push::{REPLY_GRACE, check_consumed, root_cause, uuid_v4};
+use super::commands::Args;
+use super::push::{REPLY_GRACE, check_consumed, reply_of, root_cause, uuid_v4};
 use super::{Ctx, Report, Result, failed};
 
 /// The request body (as crossbar's `PUT …/pushes` would send it).
@@ -69,13 +70,9 @@ pub fn result_lines(resp: &Value) -> (String, u64) {
 }
 
 /// `push_endpoint AccountId device|user Id [AlertBody]`.
-pub async fn push_endpoint(
-    ctx: &Ctx<'_>,
-    account_id: &str,
-    endpoint_type: &str,
-    endpoint_id: &str,
-    alert_body: Option<&str>,
-) -> Result<Report> {
+pub async fn push_endpoint(ctx: &Ctx<'_>, args: Args<'_>) -> Result<Report> {
+    let (account_id, endpoint_type) = (args.req(0)?, args.req(1)?);
+    let (endpoint_id, alert_body) = (args.req(2)?, args.opt(3));
     if !matches!(endpoint_type, "device" | "user") {
         return Err(failed(format!(
             "endpoint type {endpoint_type:?}: expected device or user"
@@ -122,39 +119,19 @@ pub async fn push_endpoint(
             )
             .await
             .map_err(amqp_err)?;
-        loop {
-            let left = (started + wait).saturating_duration_since(Instant::now());
-            let reply = match tokio::time::timeout(left, replies.next()).await {
-                Err(_) => {
-                    return Ok(Report {
-                        stdout: String::new(),
-                        warnings: Vec::new(),
-                        failure: Some(format!(
-                            "timeout: no endpoint_push_resp from pusherd within {} s",
-                            wait.as_secs()
-                        )),
-                    });
-                }
-                Ok(None) => return Err(failed("RabbitMQ closed the reply queue")),
-                Ok(Some(body)) => body,
-            };
-            let Ok(reply) = serde_json::from_slice::<Value>(&reply) else {
-                continue;
-            };
-            if reply.get("Msg-ID").and_then(Value::as_str) != Some(msg_id.as_str()) {
-                continue;
-            }
-            let (lines, overall) = result_lines(&reply);
-            return Ok(if (200..400).contains(&overall) {
-                Report::ok(lines)
-            } else {
-                Report {
-                    failure: Some(format!("endpoint push failed: Overall-Status {overall}")),
-                    stdout: lines,
-                    warnings: Vec::new(),
-                }
-            });
-        }
+        let Some(reply) = reply_of(&mut replies, &msg_id, started + wait).await? else {
+            let why = "timeout: no endpoint_push_resp from pusherd within";
+            return Ok(Report::failed("", format!("{why} {} s", wait.as_secs())));
+        };
+        let (lines, overall) = result_lines(&reply);
+        Ok(if (200..400).contains(&overall) {
+            Report::ok(lines)
+        } else {
+            Report::failed(
+                lines,
+                format!("endpoint push failed: Overall-Status {overall}"),
+            )
+        })
     }
     .await;
     broker.close("pusherctl done").await;

@@ -84,6 +84,15 @@ impl Report {
         }
     }
 
+    /// A report of a command that ran and failed: `stdout` printed, then `failure`.
+    pub fn failed(stdout: impl Into<String>, failure: impl Into<String>) -> Self {
+        Self {
+            stdout: stdout.into(),
+            warnings: Vec::new(),
+            failure: Some(failure.into()),
+        }
+    }
+
     /// Exit code of this report (0, or 2 when [`Report::failure`] is set).
     pub fn exit_code(&self) -> u8 {
         if self.failure.is_some() { 2 } else { 0 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use pusher_core::app_config::AppConfig;
 use pusher_core::kapps_config::ConfigDoc;
 use pusher_core::push_req::TokenType;
-use pusher_io::amqp::{self, Broker};
+use pusher_io::amqp::{self, Broker, ReplyQueue};
 use rand::Rng as _;
 use serde_json::{Value, json};
 
@@ -240,39 +240,44 @@ async fn push_on(broker: &Broker, dev: &DevicePush, wait: Duration) -> Result<Re
         .await
         .map_err(amqp_err)?;
 
-    let deadline = started + wait;
+    let Some(reply) = reply_of(&mut replies, &msg_id, started + wait).await? else {
+        return Ok(Report::failed(
+            "",
+            format!(
+                "timeout: no reply from pusherd within {} s (is it running and consuming `pushes`?)",
+                wait.as_secs()
+            ),
+        ));
+    };
+    let (line, delivered) = verdict_line(&reply, started.elapsed(), &dev.app);
+    Ok(if delivered {
+        Report::ok(line)
+    } else {
+        let failure = format!("push not delivered: {line}");
+        Report::failed(line, failure)
+    })
+}
+
+/// The reply with `msg_id` on `replies` (others are skipped), or `None` when none came
+/// by `deadline`.
+pub(super) async fn reply_of(
+    replies: &mut ReplyQueue,
+    msg_id: &str,
+    deadline: Instant,
+) -> Result<Option<Value>> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let reply = match tokio::time::timeout(left, replies.next()).await {
-            Err(_) => {
-                return Ok(Report {
-                    stdout: String::new(),
-                    warnings: Vec::new(),
-                    failure: Some(format!(
-                        "timeout: no reply from pusherd within {} s (is it running and consuming `pushes`?)",
-                        wait.as_secs()
-                    )),
-                });
-            }
+        let body = match tokio::time::timeout(left, replies.next()).await {
+            Err(_) => return Ok(None),
             Ok(None) => return Err(failed("RabbitMQ closed the reply queue")),
             Ok(Some(body)) => body,
         };
-        let Ok(reply) = serde_json::from_slice::<Value>(&reply) else {
+        let Ok(reply) = serde_json::from_slice::<Value>(&body) else {
             continue;
         };
-        if reply.get("Msg-ID").and_then(Value::as_str) != Some(msg_id.as_str()) {
-            continue;
+        if reply.get("Msg-ID").and_then(Value::as_str) == Some(msg_id) {
+            return Ok(Some(reply));
         }
-        let (line, delivered) = verdict_line(&reply, started.elapsed(), &dev.app);
-        return Ok(if delivered {
-            Report::ok(line)
-        } else {
-            Report {
-                stdout: line.clone(),
-                warnings: Vec::new(),
-                failure: Some(format!("push not delivered: {line}")),
-            }
-        });
     }
 }
 

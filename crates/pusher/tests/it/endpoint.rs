@@ -63,13 +63,13 @@ struct Apps {
 }
 
 async fn apps() -> (World, Apps) {
+    let apns = apns_mock(Duration::ZERO).await;
     let fcm = MockFcm::start(FcmMockConfig::default())
         .await
         .expect("mock FCM");
+    let mut w = world(Some(fcm.base_url())).await;
     let sa = pki().service_account_json(&fcm.token_uri());
     fcm.add_service_account(&sa).expect("register account");
-    let apns = apns_mock(Duration::ZERO).await;
-    let mut w = world(Some(fcm.base_url())).await;
     w.env
         .push(("PUSHER_EXTRA_BINDINGS".into(), format!("{EXCHANGE}:{KEY}")));
     let apple = app_id("ios");
@@ -92,12 +92,36 @@ async fn apps() -> (World, Apps) {
     )
 }
 
-async fn put_owned_device(w: &World, id: &str, owner: &str, push: Option<Value>) {
-    let mut extra = json!({"owner_id": owner});
-    if let Some(push) = push {
-        extra["push"] = push;
+/// Creates devices owned by `owner`: (id, `push` object if any).
+async fn put_owned_devices(w: &World, owner: &str, devices: &[(&str, Option<Value>)]) {
+    for (id, push) in devices {
+        let mut extra = json!({"owner_id": owner});
+        if let Some(push) = push {
+            extra["push"] = push.clone();
+        }
+        w.put_device(id, extra).await;
     }
-    w.put_device(id, extra).await;
+}
+
+/// A `push` object.
+fn push(app: &str, token_type: &str, token: &str) -> Option<Value> {
+    Some(json!({"Token-App": app, "Token-Type": token_type, "Token-ID": token}))
+}
+
+/// Starts the service; a requester queue bound to `targeted` and its `Server-ID`.
+async fn start(w: &mut World) -> (String, lapin::Consumer) {
+    w.start().await;
+    let server_id = format!("it-k5-{}", rand_hex(8));
+    let replies = requester(w, &server_id).await;
+    (server_id, replies)
+}
+
+/// Publishes `body` through the extra binding and returns the answer.
+async fn ask(w: &World, replies: &mut lapin::Consumer, body: &Value) -> Value {
+    w.publish(EXCHANGE, KEY, body.to_string().as_bytes()).await;
+    next_within(replies, MUST_COME)
+        .await
+        .expect("endpoint_push_resp")
 }
 
 fn results_by_device(resp: &Value) -> std::collections::BTreeMap<String, Value> {
@@ -114,36 +138,32 @@ async fn device_and_user_with_two_push_devices_and_one_without() {
     let (mut w, apps) = apps().await;
     put_owned_view(&w).await;
     let user = format!("user-{}", rand_hex(8));
-    let apple_push =
-        json!({"Token-App": apps.apple, "Token-Type": "apple", "Token-ID": "0a1b2c3d"});
-    put_owned_device(&w, "dev-ios", &user, Some(apple_push)).await;
-    put_owned_device(
+    put_owned_devices(
         &w,
-        "dev-android",
         &user,
-        Some(json!({"Token-App": apps.android, "Token-Type": "firebase_v1", "Token-ID": "fcm-tok-1"})),
+        &[
+            ("dev-ios", push(&apps.apple, "apple", "0a1b2c3d")),
+            (
+                "dev-android",
+                push(&apps.android, "firebase_v1", "fcm-tok-1"),
+            ),
+            ("dev-desk", None),
+        ],
     )
     .await;
-    put_owned_device(&w, "dev-desk", &user, None).await;
     // Another user's device, which must not be pushed.
-    put_owned_device(
+    put_owned_devices(
         &w,
-        "dev-other",
         "someone-else",
-        Some(json!({"Token-App": apps.apple, "Token-Type": "apple", "Token-ID": "ffff0000"})),
+        &[("dev-other", push(&apps.apple, "apple", "ffff0000"))],
     )
     .await;
-    w.start().await;
-    let server_id = format!("it-k5-{}", rand_hex(8));
-    let mut replies = requester(&w, &server_id).await;
+    let (server_id, mut replies) = start(&mut w).await;
 
     // One device.
     let msg_id = uuid::Uuid::new_v4().to_string();
     let body = request(&w, "device", "dev-ios", &server_id, &msg_id);
-    w.publish(EXCHANGE, KEY, body.to_string().as_bytes()).await;
-    let resp = next_within(&mut replies, MUST_COME)
-        .await
-        .expect("endpoint_push_resp for the device");
+    let resp = ask(&w, &mut replies, &body).await;
     assert_eq!(resp["Event-Name"], "endpoint_push_resp", "{resp}");
     assert_eq!(resp["Event-Category"], "notification");
     assert_eq!(resp["Msg-ID"], json!(msg_id));
@@ -180,10 +200,7 @@ async fn device_and_user_with_two_push_devices_and_one_without() {
     // The user: two push devices (Apple, Firebase) and one without `push`.
     let msg_id = uuid::Uuid::new_v4().to_string();
     let body = request(&w, "user", &user, &server_id, &msg_id);
-    w.publish(EXCHANGE, KEY, body.to_string().as_bytes()).await;
-    let resp = next_within(&mut replies, MUST_COME)
-        .await
-        .expect("endpoint_push_resp for the user");
+    let resp = ask(&w, &mut replies, &body).await;
     assert_eq!(resp["Msg-ID"], json!(msg_id));
     assert_eq!(resp["Overall-Status"], 200, "{resp}");
     let results = results_by_device(&resp);
@@ -272,36 +289,21 @@ async fn user_devices_without_the_view_and_errors_per_device() {
     let (mut w, apps) = apps().await;
     // No `_design/attributes`: the service scans the account's documents instead.
     let user = format!("user-{}", rand_hex(8));
-    put_owned_device(
-        &w,
-        "dev-ios",
-        &user,
-        Some(json!({"Token-App": apps.apple, "Token-Type": "apple", "Token-ID": "0b1c2d3e"})),
-    )
-    .await;
-    put_owned_device(
-        &w,
-        "dev-half",
-        &user,
-        Some(json!({"Token-App": apps.apple, "Token-Type": "apple"})),
-    )
-    .await;
-    put_owned_device(
-        &w,
-        "dev-pager",
-        &user,
-        Some(json!({"Token-App": apps.apple, "Token-Type": "pager", "Token-ID": "p1"})),
-    )
-    .await;
-    w.start().await;
-    let server_id = format!("it-k5-{}", rand_hex(8));
-    let mut replies = requester(&w, &server_id).await;
+    let half = json!({"Token-App": apps.apple, "Token-Type": "apple"});
+    let devices = [
+        ("dev-ios", push(&apps.apple, "apple", "0b1c2d3e")),
+        ("dev-half", Some(half)),
+        ("dev-pager", push(&apps.apple, "pager", "p1")),
+    ];
+    put_owned_devices(&w, &user, &devices).await;
+    let (server_id, mut replies) = start(&mut w).await;
     let msg_id = uuid::Uuid::new_v4().to_string();
-    let body = request(&w, "user", &user, &server_id, &msg_id);
-    w.publish(EXCHANGE, KEY, body.to_string().as_bytes()).await;
-    let resp = next_within(&mut replies, MUST_COME)
-        .await
-        .expect("endpoint_push_resp");
+    let resp = ask(
+        &w,
+        &mut replies,
+        &request(&w, "user", &user, &server_id, &msg_id),
+    )
+    .await;
     let results = results_by_device(&resp);
     assert_eq!(results["dev-ios"]["Status"], 200, "{resp}");
     assert_eq!(
@@ -321,10 +323,7 @@ async fn user_devices_without_the_view_and_errors_per_device() {
     let bad = json!({"Event-Category": "notification", "Event-Name": "endpoint_push_req",
         "Endpoint": {"ID": "x", "Type": "group"}, "Account-ID": w.account_id,
         "Msg-ID": "bad-1", "Server-ID": server_id});
-    w.publish(EXCHANGE, KEY, bad.to_string().as_bytes()).await;
-    let resp = next_within(&mut replies, MUST_COME)
-        .await
-        .expect("answer to a bad request");
+    let resp = ask(&w, &mut replies, &bad).await;
     assert_eq!(resp["Msg-ID"], "bad-1");
     assert_eq!(resp["Overall-Status"], 400);
     assert_eq!(resp["Results"], json!([]));
@@ -342,8 +341,7 @@ async fn user_devices_without_the_view_and_errors_per_device() {
     w.publish(EXCHANGE, KEY, quiet.to_string().as_bytes()).await;
     apps.apns.wait_for(2, MUST_COME).await;
     let body = request(&w, "device", "no-such-device", &server_id, "missing-1");
-    w.publish(EXCHANGE, KEY, body.to_string().as_bytes()).await;
-    let resp = next_within(&mut replies, MUST_COME).await.expect("answer");
+    let resp = ask(&w, &mut replies, &body).await;
     // As K5: a device that does not exist gives no result, and no error.
     assert_eq!(resp["Msg-ID"], "missing-1", "{resp}");
     assert_eq!(resp["Overall-Status"], 200);

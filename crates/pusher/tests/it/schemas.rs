@@ -6,10 +6,14 @@ use serde_json::{Value, json};
 use crate::helpers::fixture_bodies;
 
 fn schema(name: &str) -> jsonschema::Validator {
+    jsonschema::validator_for(&schema_doc(name)).expect("schema compiles")
+}
+
+/// The schema file `name` as JSON.
+fn schema_doc(name: &str) -> Value {
     let path = format!("{}/../../schemas/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let v: Value = serde_json::from_str(&text).expect("schema is JSON");
-    jsonschema::validator_for(&v).expect("schema compiles")
+    serde_json::from_str(&text).expect("schema is JSON")
 }
 
 #[test]
@@ -150,11 +154,7 @@ fn legacy_push_resp_config_keys_are_described() {
 #[test]
 fn endpoint_push_req_example_and_the_pusherctl_request_validate() {
     let s = schema("kapi.pusher.endpoint_push_req.json");
-    let path = format!(
-        "{}/../../schemas/kapi.pusher.endpoint_push_req.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read")).unwrap();
+    let doc = schema_doc("kapi.pusher.endpoint_push_req.json");
     let example = &doc["examples"][0];
     assert!(s.is_valid(example));
     // What the schema accepts, the service reads.
@@ -182,16 +182,16 @@ fn endpoint_push_req_example_and_the_pusherctl_request_validate() {
 fn endpoint_push_resp_built_by_the_service_validates() {
     use pusher_core::endpoint_push::status::{DeviceResult, DeviceStatus, bad_request, response};
     let s = schema("kapi.pusher.endpoint_push_resp.json");
-    let results = [
-        DeviceResult {
-            device_id: "d1".into(),
-            status: DeviceStatus::Sent,
-        },
-        DeviceResult {
-            device_id: "d2".into(),
-            status: DeviceStatus::DeadToken("Unregistered".into()),
-        },
-    ];
+    let results: Vec<DeviceResult> = [
+        ("d1", DeviceStatus::Sent),
+        ("d2", DeviceStatus::DeadToken("Unregistered".into())),
+    ]
+    .into_iter()
+    .map(|(id, status)| DeviceResult {
+        device_id: id.into(),
+        status,
+    })
+    .collect();
     let resp = response(Some("m1"), &results, "pusher@n", env!("CARGO_PKG_VERSION"));
     let errors: Vec<String> = s.iter_errors(&resp).map(|e| e.to_string()).collect();
     assert!(errors.is_empty(), "{errors:?}");
