@@ -99,8 +99,22 @@ pid_matches() {
 
 # True when some process' command line matches the RabbitMQ node's (booting or up).
 rabbit_node_process_exists() {
-    # `.` also matches the NULs between the arguments.
-    grep -qsa -- 'beam[.]smp.*-s.rabbit.boot' /proc/[0-9]*/cmdline
+    # A RabbitMQ beam of the default node. The TLS test nodes of scripts/rabbitmq-tls.sh
+    # (RABBITMQ_NODENAME=pusher_*@…, in the beam's environment, not its command line)
+    # are not it: counting them would make `up` wait for a node it never starts and
+    # `down` wait for a node it did not stop.
+    local f pid
+    for f in /proc/[0-9]*/cmdline; do
+        # `.` also matches the NULs between the arguments.
+        grep -qsa -- 'beam[.]smp.*-s.rabbit.boot' "$f" || continue
+        pid=${f#/proc/}
+        pid=${pid%/cmdline}
+        if { tr '\0' '\n' <"/proc/$pid/environ"; } 2>/dev/null | grep -q '^RABBITMQ_NODENAME=pusher_'; then
+            continue
+        fi
+        return 0
+    done
+    return 1
 }
 
 # --------------------------------------------------------------------------

@@ -28,7 +28,7 @@ use pusher_core::secret::Secret;
 use reqwest::header::{HeaderName, HeaderValue};
 
 pub use crate::provider::CredentialTag;
-use crate::provider::{client_builder, describe};
+use crate::provider::client_builder;
 
 /// Errors of the APNs adapter.
 #[derive(Debug, thiserror::Error)]
@@ -50,20 +50,10 @@ pub enum Error {
 /// `Result` of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What APNs answered.
-#[derive(Debug, Clone)]
-pub struct Response {
-    /// HTTP status.
-    pub status: u16,
-    /// Body (JSON `{"reason": …}` on errors, empty on success).
-    pub body: Vec<u8>,
-    /// `Retry-After` header, if any.
-    pub retry_after: Option<String>,
-    /// `apns-id` header echoed by APNs.
-    pub apns_id: Option<String>,
-    /// The provider token the request carried (token auth), for [`Client::renew`].
-    pub credential: Option<CredentialTag>,
-}
+/// What APNs answered (a JSON `{"reason": …}` body on errors, none on success); the
+/// credential is the provider token the request carried (token auth), for
+/// [`Client::renew`].
+pub type Response = crate::provider::Response<Option<CredentialTag>>;
 
 /// Checks that a Kazoo certificate PEM holds exactly one certificate chain start and one
 /// unencrypted private key, and returns it trimmed of anything reqwest cannot use.
@@ -348,31 +338,9 @@ impl Client {
             rb = rb.header(reqwest::header::AUTHORIZATION, value);
             credential = Some(tag);
         }
-        let resp = rb
-            .send()
+        crate::provider::send(rb, credential)
             .await
-            .map_err(|e| Error::Transport(describe(&e)))?;
-        let status = resp.status().as_u16();
-        let header = |n: &str| {
-            resp.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let retry_after = header("retry-after");
-        let apns_id = header("apns-id");
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::Transport(describe(&e)))?
-            .to_vec();
-        Ok(Response {
-            status,
-            body,
-            retry_after,
-            apns_id,
-            credential,
-        })
+            .map_err(Error::Transport)
     }
 }
 

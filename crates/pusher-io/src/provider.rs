@@ -1,7 +1,8 @@
 //! What every provider connection shares: one way to build the HTTP client (timeouts and
-//! the extra trusted roots of `PUSHER_EXTRA_CA_FILE`), a secret-free description of
-//! transport errors, and [`CredentialTag`], which names the credential a request carried
-//! so that a refused one is renewed exactly once however many requests saw the refusal.
+//! the extra trusted roots of `PUSHER_EXTRA_CA_FILE`), one way to send a request and read
+//! the answer ([`Response`]), a secret-free description of transport errors, and
+//! [`CredentialTag`], which names the credential a request carried so that a refused one
+//! is renewed exactly once however many requests saw the refusal.
 //!
 //! APNs sends, FCM sends and the OAuth token request all build their client here, so a
 //! private CA or a TLS-inspecting proxy works for all three or for none; server TLS is
@@ -59,6 +60,44 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
 /// longer current does nothing, so a burst of refusals of one credential renews it once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CredentialTag(pub(crate) u64);
+
+/// What a provider answered to a send: an HTTP error is an answer too, only a transport
+/// failure is not. `C` names the credential the request carried: `Option<CredentialTag>`
+/// for APNs (none with certificate auth), [`CredentialTag`] for FCM.
+#[derive(Debug, Clone)]
+pub struct Response<C> {
+    /// HTTP status.
+    pub status: u16,
+    /// Body (JSON; APNs sends none on success).
+    pub body: Vec<u8>,
+    /// `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+    /// The credential the request carried, to hand to the client's `renew` when the
+    /// provider refused it (APNs 403 `ExpiredProviderToken`, FCM 401).
+    pub credential: C,
+}
+
+/// Sends `request` (which carried `credential`) and reads the answer. `Err` is a
+/// transport failure, described without the URL ([`describe`]).
+pub(crate) async fn send<C>(
+    request: reqwest::RequestBuilder,
+    credential: C,
+) -> Result<Response<C>, String> {
+    let resp = request.send().await.map_err(|e| describe(&e))?;
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = resp.bytes().await.map_err(|e| describe(&e))?.to_vec();
+    Ok(Response {
+        status,
+        body,
+        retry_after,
+        credential,
+    })
+}
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,7 @@ use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
 use super::{Error, Result, broker};
 
@@ -51,20 +51,10 @@ impl Publisher {
         properties: BasicProperties,
     ) -> Result<()> {
         let props = properties.with_content_type(ShortString::from("application/json"));
-        let confirm = self
-            .channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions::default(),
-                body,
-                props,
-            )
-            .await
-            .map_err(broker("basic.publish"))?
-            .await
-            .map_err(broker("basic.publish confirm"))?;
-        if confirm.is_ack() {
+        if publish_on(&self.channel, exchange, routing_key, body, props)
+            .await?
+            .is_ack()
+        {
             Ok(())
         } else {
             Err(Error::NotConfirmed {
@@ -73,6 +63,30 @@ impl Publisher {
             })
         }
     }
+}
+
+/// `basic.publish`, then the broker's confirm. On a channel in confirm mode ([`Publisher`])
+/// that waits for the broker's ack or nack; on any other (the [`super::Replier`]'s) the
+/// answer is `NotRequested` at once, so a requester that went away holds nothing up.
+pub(super) async fn publish_on(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<Confirmation> {
+    channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body,
+            props,
+        )
+        .await
+        .map_err(broker("basic.publish"))?
+        .await
+        .map_err(broker("basic.publish confirm"))
 }
 
 /// A private reply queue: server-named, exclusive to this connection and auto-delete, so

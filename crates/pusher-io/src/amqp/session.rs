@@ -4,12 +4,12 @@
 use futures_util::StreamExt as _;
 use lapin::Acker;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-    BasicPublishOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 
+use super::publish::publish_on;
 use super::{EXCHANGE_LEGACY, EXCHANGE_TARGETED, Publisher, ReplyQueue, Result, broker, topology};
 
 /// One connection to a broker.
@@ -176,7 +176,9 @@ impl Replier {
     /// Like [`Replier::publish`], on `exchange` (`targeted` for a Kazoo reply to a
     /// `Server-ID`).
     pub async fn publish_to(&self, exchange: &str, routing_key: &str, body: &[u8]) -> Result<()> {
-        publish_on(&self.channel, exchange, routing_key, body, json_props()).await
+        publish_on(&self.channel, exchange, routing_key, body, json_props())
+            .await
+            .map(drop)
     }
 
     /// Hands a message back to `queue` as a new copy on the default exchange, with the
@@ -203,7 +205,9 @@ impl Replier {
         if let Some(e) = content_encoding {
             props = props.with_content_encoding(ShortString::from(e));
         }
-        publish_on(&self.channel, "", queue, body, props).await
+        publish_on(&self.channel, "", queue, body, props)
+            .await
+            .map(drop)
     }
 }
 
@@ -212,27 +216,6 @@ fn json_props() -> BasicProperties {
     BasicProperties::default()
         .with_content_type(ShortString::from("application/json"))
         .with_delivery_mode(1)
-}
-
-/// `basic.publish` without confirm (a requester that went away must not hold anything up).
-async fn publish_on(
-    channel: &Channel,
-    exchange: &str,
-    routing_key: &str,
-    body: &[u8],
-    props: BasicProperties,
-) -> Result<()> {
-    channel
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            BasicPublishOptions::default(),
-            body,
-            props,
-        )
-        .await
-        .map_err(broker("basic.publish"))?;
-    Ok(())
 }
 
 /// Consumes `queue` of our own (exclusive, no ack): replies and announcements, which are
@@ -290,7 +273,9 @@ impl LegacyLink {
     }
 
     async fn publish(&self, exchange: &str, routing_key: &str, body: &[u8]) -> Result<()> {
-        publish_on(&self.channel, exchange, routing_key, body, json_props()).await
+        publish_on(&self.channel, exchange, routing_key, body, json_props())
+            .await
+            .map(drop)
     }
 }
 

@@ -4,122 +4,45 @@
 //! refreshes that change nothing → the [`lot`] decides: write at once, park, or settle
 //! without update → read-modify-write of the device doc, starting from the copy the
 //! device cache keeps when it has one (then the write is one `PUT`; a 409 re-reads and
-//! re-applies) → the token index learns the token (written in batches, off this path). Transient failures (CouchDB down) are retried with
-//! capped, jittered backoff for at most the retry budget; then the registration is
-//! settled without update (the phone registers again within minutes).
+//! re-applies) → the token index learns the token (written in batches, off this path).
+//! Transient failures (CouchDB down) are retried with capped, jittered backoff for at
+//! most the retry budget; then the registration is settled without update (the phone
+//! registers again within minutes).
 //!
 //! Registrations never take more than their slots of the AMQP prefetch window: a write
 //! at once holds its delivery (acked when written), a parked one was acked when parked.
 //! So a CouchDB outage fills the registration slots, never the pushes' share.
+//!
+//! The parts, in the order a registration meets them: this module ([`Registrar`]: take
+//! a registration, write it at once or park it, drain the parked ones), `plan` (decide
+//! and ask the device cache: a [`Job`] or an end), [`lot`] (slots and the parking lot),
+//! `write` (one device, with retries), [`device_cache`], and `outcome` ([`RegOutcome`]
+//! and the log line of each end).
 
 pub mod device_cache;
 pub mod lot;
+mod outcome;
+mod plan;
+mod write;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use pusher_core::outcome::retry_delay;
-use pusher_core::reg_success::{self, PushUpdate, RegDecision, RegSuccess};
-use pusher_io::couch::{self, CouchClient, UpdateOutcome};
-use rand::Rng as _;
-use serde_json::Value;
+use pusher_core::reg_success::RegSuccess;
+use pusher_io::couch::CouchClient;
 use tokio_util::sync::CancellationToken;
 
-use self::device_cache::{CachedPush, DeviceCache};
+use self::device_cache::DeviceCache;
 use self::lot::{Lot, Offer};
-use crate::config::{ConfigReceiver, PusherConfig};
-use crate::dispatch::{Disposition, short};
+pub use self::outcome::RegOutcome;
+use self::outcome::{Who, log_outcome};
+pub use self::plan::Job;
+use self::write::Interrupted;
+use crate::config::ConfigReceiver;
+use crate::dispatch::Disposition;
 use crate::legacy::LegacyPushResp;
 use crate::state::State;
 use crate::tokens::TokenIndex;
-
-/// How many 409s a device update absorbs before it counts as a transient failure.
-const MAX_CONFLICTS: u32 = 10;
-/// First pause between attempts; doubles up to [`RETRY_CAP`].
-const RETRY_BASE: Duration = Duration::from_millis(200);
-/// Longest pause between attempts.
-const RETRY_CAP: Duration = Duration::from_secs(5);
-
-/// Result of a `reg_success`, for logs and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegOutcome {
-    /// No `User-Agents` rule matched (and no RFC 8599 params when enabled).
-    NoRule,
-    /// A rule matched but the Contact had no token, or could not be parsed.
-    NoToken,
-    /// No Account-ID / Authorizing-ID to find the device by.
-    MissingIds,
-    /// The device already had this `push` object: nothing written.
-    Unchanged,
-    /// The `push` object was written.
-    Updated,
-    /// The `push` object was removed (RFC 8599 `pn-prid=null`).
-    Removed,
-    /// The device doc or account database does not exist.
-    DeviceNotFound,
-    /// Registration slots busy (or the device being written): acked and parked, to be
-    /// written by the drainer.
-    Parked,
-    /// The parking lot is full: settled without update.
-    Shed,
-    /// Gave up (permanent error, or transient errors beyond the retry budget).
-    Error,
-}
-
-impl RegOutcome {
-    /// Stable label for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RegOutcome::NoRule => "no_rule",
-            RegOutcome::NoToken => "no_token",
-            RegOutcome::MissingIds => "missing_ids",
-            RegOutcome::Unchanged => "unchanged",
-            RegOutcome::Updated => "updated",
-            RegOutcome::Removed => "removed",
-            RegOutcome::DeviceNotFound => "device_not_found",
-            RegOutcome::Parked => "parked",
-            RegOutcome::Shed => "shed",
-            RegOutcome::Error => "error",
-        }
-    }
-}
-
-/// Who a registration is, for its log lines (wherever it ends: at once or drained).
-#[derive(Debug, Clone)]
-struct Who {
-    msg_id: String,
-    call_id: String,
-    account_id: String,
-    device_id: String,
-    user_agent: String,
-}
-
-impl Who {
-    fn of(reg: &RegSuccess) -> Self {
-        let s = |v: &Option<String>, max| short(v.as_deref().unwrap_or(""), max);
-        Who {
-            msg_id: s(&reg.msg_id, 64),
-            call_id: s(&reg.call_id, 128),
-            account_id: s(&reg.account_id, 64),
-            device_id: s(&reg.authorizing_id, 64),
-            user_agent: s(&reg.user_agent, 80),
-        }
-    }
-}
-
-/// A decided registration that must write its device document.
-#[derive(Debug)]
-pub struct Job {
-    who: Who,
-    account_db: String,
-    device_id: String,
-    update: PushUpdate,
-    wanted: CachedPush,
-}
-
-/// A write stopped by its cancellation token before it was done.
-#[derive(Debug)]
-struct Interrupted;
 
 /// What a [`Registrar`] works with.
 #[derive(Debug)]
@@ -321,223 +244,5 @@ impl Registrar {
             ),
             _ => {}
         }
-    }
-
-    /// The config snapshot, waiting (within the retry budget) for the first load.
-    async fn config_within(&self, cancel: &CancellationToken) -> Option<Arc<PusherConfig>> {
-        let mut rx = self.config.clone();
-        let loaded = async { rx.wait_for(Option::is_some).await.ok()?.clone() };
-        tokio::select! {
-            c = tokio::time::timeout(self.retry_budget, loaded) => c.ok().flatten(),
-            () = cancel.cancelled() => None,
-        }
-    }
-
-    /// Decides (core) and answers from the device cache what needs no write.
-    async fn plan(
-        &self,
-        reg: &RegSuccess,
-        cfg: &PusherConfig,
-        who: Who,
-    ) -> Result<Job, (Who, RegOutcome)> {
-        let (decision, warnings) = reg_success::decide(reg, &cfg.rules, cfg.rfc8599);
-        let (msg_id, call_id) = (who.msg_id.as_str(), who.call_id.as_str());
-        for w in &warnings {
-            tracing::warn!(msg_id, call_id, "reg_success: {w}");
-        }
-        let (account_db, device_id, update) = match decision {
-            RegDecision::NoUserAgentRule => return Err((who, RegOutcome::NoRule)),
-            RegDecision::NoContact(reason) => {
-                // A rule matched, so this device should be pushable: say why it is not.
-                tracing::warn!(msg_id, call_id, reason = %short(&reason, 200),
-                    "reg_success: Contact unusable; push object not updated");
-                return Err((who, RegOutcome::NoToken));
-            }
-            RegDecision::NoToken { .. } => return Err((who, RegOutcome::NoToken)),
-            RegDecision::MissingIds => {
-                tracing::warn!(
-                    msg_id,
-                    call_id,
-                    "reg_success: a rule matched but Account-ID/Authorizing-ID are missing or unusable; settled"
-                );
-                return Err((who, RegOutcome::MissingIds));
-            }
-            RegDecision::Update {
-                account_db,
-                device_id,
-                update,
-                ..
-            } => (account_db, device_id, update),
-        };
-        // The device is awake: a kazoo_query waiting on its token may be answered.
-        if let PushUpdate::Set(push) = &update {
-            self.legacy.registered(cfg, push);
-        }
-        // A refresh that changes nothing is answered from the cache (kept correct by the
-        // database's change feed, see device_cache).
-        let wanted: CachedPush = match &update {
-            PushUpdate::Set(push) => Some(Value::Object(push.clone())),
-            PushUpdate::Remove => None,
-        };
-        let (hit, _) = self.devices.lookup(&account_db, &device_id, &wanted);
-        let metrics = &self.state.metrics;
-        metrics
-            .device_cache
-            .inc(&[if hit { "hit" } else { "miss" }]);
-        if hit {
-            if let PushUpdate::Set(push) = &update {
-                self.tokens.note(push, &account_db, &device_id);
-            }
-            return Err((who, RegOutcome::Unchanged));
-        }
-        Ok(Job {
-            who,
-            account_db,
-            device_id,
-            update,
-            wanted,
-        })
-    }
-
-    /// Writes one device, retrying transient failures with capped, jittered backoff
-    /// for at most the retry budget (then `Error`: settled without update); `cancel`
-    /// interrupts it.
-    async fn write(
-        &self,
-        job: &Job,
-        cancel: &CancellationToken,
-    ) -> Result<RegOutcome, Interrupted> {
-        let (msg_id, call_id) = (job.who.msg_id.as_str(), job.who.call_id.as_str());
-        let started = Instant::now();
-        let mut attempt = 1u32;
-        loop {
-            let result = tokio::select! {
-                r = self.write_once(job) => r,
-                () = cancel.cancelled() => return Err(Interrupted),
-            };
-            let e = match result {
-                Ok(outcome) => return Ok(outcome),
-                Err(e) if e.is_transient() => e,
-                Err(e) => {
-                    tracing::error!(msg_id, call_id, error.message = %e, "reg_success failed; settled");
-                    return Ok(RegOutcome::Error);
-                }
-            };
-            let delay = retry_delay(attempt, None, RETRY_BASE, RETRY_CAP, rand::rng().random());
-            let elapsed = started.elapsed();
-            if elapsed + delay > self.retry_budget {
-                tracing::error!(msg_id, call_id, attempt, error.message = %e,
-                    elapsed_ms = elapsed.as_millis() as u64,
-                    "reg_success failed for longer than the retry budget; settled without update");
-                return Ok(RegOutcome::Error);
-            }
-            tracing::warn!(msg_id, call_id, attempt, error.message = %e,
-                retry_in_ms = delay.as_millis() as u64, "reg_success failed; will retry");
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = cancel.cancelled() => return Err(Interrupted),
-            }
-            attempt += 1;
-        }
-    }
-
-    /// One attempt. The cache is asked again here, not when the job was planned: a
-    /// parked job is written later, after other writes of the device updated the
-    /// cached copy. Its ticket is taken before the write, as a store requires.
-    async fn write_once(&self, job: &Job) -> Result<RegOutcome, couch::Error> {
-        let Job {
-            account_db,
-            device_id,
-            update,
-            wanted,
-            ..
-        } = job;
-        let found = self.devices.lookup_doc(account_db, device_id, wanted);
-        if found.hit {
-            // An earlier write of the device (or a read) established this push object.
-            if let PushUpdate::Set(push) = update {
-                self.tokens.note(push, account_db, device_id);
-            }
-            return Ok(RegOutcome::Unchanged);
-        }
-        let written = self
-            .couch
-            .update_doc_from(account_db, device_id, found.doc, MAX_CONFLICTS, |doc| {
-                reg_success::apply_update(doc, update)
-            })
-            .await?;
-        if let (Some(ticket), Some(doc)) = (found.ticket, &written.doc) {
-            let rev = doc.get("_rev").and_then(Value::as_str).map(str::to_string);
-            self.devices.store_doc(
-                account_db,
-                device_id,
-                wanted.clone(),
-                rev,
-                Some(doc),
-                ticket,
-            );
-        }
-        let outcome = written.outcome;
-        if let (PushUpdate::Set(push), UpdateOutcome::Updated { .. } | UpdateOutcome::Unchanged) =
-            (update, &outcome)
-        {
-            self.tokens.note(push, account_db, device_id);
-        }
-        Ok(match (outcome, update) {
-            (UpdateOutcome::NotFound, _) => RegOutcome::DeviceNotFound,
-            (UpdateOutcome::Unchanged, _) => RegOutcome::Unchanged,
-            (UpdateOutcome::Updated { .. }, PushUpdate::Set(_)) => RegOutcome::Updated,
-            (UpdateOutcome::Updated { .. }, PushUpdate::Remove) => RegOutcome::Removed,
-        })
-    }
-}
-
-fn log_outcome(who: &Who, outcome: RegOutcome) {
-    let Who {
-        msg_id,
-        call_id,
-        account_id,
-        device_id,
-        user_agent,
-    } = who;
-    match outcome {
-        RegOutcome::Updated | RegOutcome::Removed => {
-            tracing::info!(
-                msg_id,
-                call_id,
-                device_id,
-                user_agent,
-                outcome = outcome.as_str(),
-                "device push object written"
-            )
-        }
-        RegOutcome::DeviceNotFound => {
-            tracing::warn!(
-                msg_id,
-                call_id,
-                device_id,
-                account_id,
-                "device document or account database not found; settled"
-            )
-        }
-        _ => tracing::debug!(
-            msg_id,
-            call_id,
-            device_id,
-            user_agent,
-            outcome = outcome.as_str(),
-            "reg_success handled"
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn outcome_labels_are_stable() {
-        assert_eq!(RegOutcome::NoRule.as_str(), "no_rule");
-        assert_eq!(RegOutcome::Updated.as_str(), "updated");
     }
 }

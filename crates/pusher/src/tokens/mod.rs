@@ -31,16 +31,24 @@
 //! shutdown is logged by [`TokenIndex::flush`], and beyond [`MAX_PENDING`] noted
 //! entries a new one is logged and not kept. A dead-token check first waits for its
 //! token's pending write ([`FLUSH_WAIT`] at most), so it sees what was noted.
+//!
+//! The parts: this module (what is noted, waiting on writes, the shutdown flush),
+//! `batch` (the task that writes what was noted) and `dead` (removing a dead token
+//! from its device).
+
+mod batch;
+mod dead;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use pusher_core::outcome::retry_delay;
-use pusher_core::push_req::{PushReq, TokenType};
-use pusher_io::couch::{BulkItem, CouchClient, UpdateOutcome};
-use serde_json::{Map, Value, json};
+use pusher_core::push_req::TokenType;
+use pusher_io::couch::CouchClient;
+use serde_json::{Map, Value};
 use tokio::sync::{Notify, watch};
+
+use self::batch::batcher;
 
 /// Database of the token index (ours, not Kazoo's).
 pub const TOKENS_DB: &str = "pusher_tokens";
@@ -306,263 +314,7 @@ impl TokenIndex {
         }
         n
     }
-
-    /// Removes the `push` object of the device holding `req`'s dead token. Returns
-    /// whether a device doc was changed.
-    pub async fn remove_dead(&self, req: &PushReq, invalid_since_ms: Option<u64>) -> bool {
-        let Some(id) = doc_id(req.token_type.as_str(), &req.token_app, &req.token_id) else {
-            return false;
-        };
-        if self.is_pending(&id) {
-            self.wait_written(&id, FLUSH_WAIT).await;
-        }
-        let couch = &self.shared.couch;
-        let entry = match couch.get_doc(TOKENS_DB, &id).await {
-            Ok(Some(e)) => e,
-            Ok(None) => {
-                tracing::info!(
-                    "dead token not in the token index (registered before this service ran?); device left as is"
-                );
-                return false;
-            }
-            Err(e) => {
-                tracing::warn!(error.message = %e, "cannot read the token index; device left as is");
-                return false;
-            }
-        };
-        // The later of the stored time and this process's own memory (see the module doc).
-        let registered = entry["registered_at_ms"]
-            .as_u64()
-            .unwrap_or(0)
-            .max(self.seen_ms(&id).unwrap_or(0));
-        if let Some(ts) = invalid_since_ms
-            && registered > ts
-        {
-            tracing::info!(
-                registered_at_ms = registered,
-                invalid_since_ms = ts,
-                "device registered this token again after the provider invalidated it; kept"
-            );
-            return false;
-        }
-        let (Some(db), Some(device)) = (entry["account_db"].as_str(), entry["device_id"].as_str())
-        else {
-            return false;
-        };
-        let token = req.token_id.as_str();
-        let changed = couch
-            .update_doc(db, device, 10, |doc| {
-                let holds = doc.pointer("/push/Token-ID").and_then(Value::as_str) == Some(token);
-                holds
-                    && doc
-                        .as_object_mut()
-                        .is_some_and(|d| d.remove("push").is_some())
-            })
-            .await;
-        let mut tombstone = entry.clone();
-        tombstone["_deleted"] = json!(true);
-        if let Err(e) = couch.put_doc(TOKENS_DB, &tombstone).await {
-            tracing::debug!(error.message = %e, "token index entry not deleted");
-        }
-        self.known().remove(&id);
-        match changed {
-            Ok(UpdateOutcome::Updated { .. }) => {
-                tracing::warn!(
-                    device_id = device,
-                    "push object removed from the device (dead token)"
-                );
-                true
-            }
-            Ok(_) => false,
-            Err(e) => {
-                tracing::warn!(error.message = %e, device_id = device, "cannot remove the dead token from the device");
-                false
-            }
-        }
-    }
-}
-
-/// The batching task: writes what was noted, one `_bulk_docs` at a time, at most one
-/// every [`BATCH_EVERY`]; retries a batch that failed for a transient reason.
-async fn batcher(shared: Arc<Shared>) {
-    let mut failures = 0u32;
-    loop {
-        let notified = shared.wake.notified();
-        let batch: Vec<(String, Want)> = {
-            let mut q = lock(&shared.queue);
-            let ids: Vec<String> = q.pending.keys().take(MAX_BULK).cloned().collect();
-            ids.into_iter()
-                .filter_map(|id| {
-                    let want = q.pending.remove(&id)?;
-                    q.in_flight.insert(id.clone());
-                    Some((id, want))
-                })
-                .collect()
-        };
-        if batch.is_empty() {
-            notified.await;
-            continue;
-        }
-        let started = tokio::time::Instant::now();
-        let result = write_batch(&shared, &batch).await;
-        {
-            let mut q = lock(&shared.queue);
-            for (id, want) in batch {
-                q.in_flight.remove(&id);
-                if result.is_err() {
-                    // Retried, unless a newer registration of the token replaced it.
-                    q.pending.entry(id).or_insert(want);
-                }
-            }
-        }
-        shared.settled.send_modify(|n| *n = n.wrapping_add(1));
-        let pause = match result {
-            Ok(()) => {
-                failures = 0;
-                BATCH_EVERY.saturating_sub(started.elapsed())
-            }
-            Err(e) => {
-                failures += 1;
-                let delay = retry_delay(
-                    failures,
-                    None,
-                    Duration::from_millis(200),
-                    Duration::from_secs(5),
-                    rand::random(),
-                );
-                tracing::warn!(error.message = %e, attempt = failures, retry_in_ms = delay.as_millis() as u64,
-                    "cannot write the token index; will retry");
-                delay
-            }
-        };
-        tokio::time::sleep(pause).await;
-    }
-}
-
-/// Writes one batch; `Err` only when the whole batch failed for a transient reason
-/// (it is retried). Entries CouchDB refuses are logged and forgotten, so the next
-/// registration of their token writes them again.
-async fn write_batch(
-    shared: &Shared,
-    batch: &[(String, Want)],
-) -> Result<(), pusher_io::couch::Error> {
-    let docs: Vec<Value> = {
-        let known = lock(&shared.known);
-        batch
-            .iter()
-            .map(|(id, w)| {
-                let mut doc = json!({"_id": id, "account_db": w.account_db,
-                    "device_id": w.device_id, "registered_at_ms": w.at_ms});
-                if let Some(rev) = known.get(id).and_then(|s| s.rev.clone()) {
-                    doc["_rev"] = json!(rev);
-                }
-                doc
-            })
-            .collect()
-    };
-    let items = match shared.couch.bulk_docs(TOKENS_DB, &docs).await {
-        Ok(items) => items,
-        Err(e) if e.is_transient() => return Err(e),
-        Err(e) => {
-            tracing::warn!(error.message = %e, entries = batch.len(), "token index batch refused; not indexed");
-            let mut known = lock(&shared.known);
-            for (id, _) in batch {
-                known.remove(id);
-            }
-            return Ok(());
-        }
-    };
-    let wants: HashMap<&str, &Want> = batch.iter().map(|(id, w)| (id.as_str(), w)).collect();
-    for item in items {
-        match item {
-            BulkItem::Written { id, rev } => set_rev(shared, &id, Some(rev)),
-            BulkItem::Conflict { id } => {
-                // Indexed before (by another instance, or before a restart): read it.
-                let Some(want) = wants.get(id.as_str()) else {
-                    continue;
-                };
-                match write_existing(&shared.couch, &id, want).await {
-                    Ok(rev) => set_rev(shared, &id, rev),
-                    // Another instance wrote it meanwhile: its entry is as recent.
-                    Err(pusher_io::couch::Error::Conflict) => set_rev(shared, &id, None),
-                    Err(e) => {
-                        tracing::warn!(error.message = %e, device_id = want.device_id, "cannot index the push token");
-                        lock(&shared.known).remove(&id);
-                    }
-                }
-            }
-            BulkItem::Failed { id, error } => {
-                tracing::warn!(error.message = %error, "token index entry refused; not indexed");
-                lock(&shared.known).remove(&id);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Remembers the revision of index entry `id` this process wrote (`None`: unknown).
-fn set_rev(shared: &Shared, id: &str, rev: Option<String>) {
-    if let Some(seen) = lock(&shared.known).get_mut(id) {
-        seen.rev = rev;
-    }
-}
-
-/// Writes an index entry that exists already: read, and written unless it already
-/// says this (or a later registration). Returns the revision written, if any.
-async fn write_existing(
-    couch: &CouchClient,
-    id: &str,
-    want: &Want,
-) -> Result<Option<String>, pusher_io::couch::Error> {
-    let existing = couch.get_doc(TOKENS_DB, id).await?;
-    let mut doc = existing.clone().unwrap_or_else(|| json!({"_id": id}));
-    if existing.is_some()
-        && doc["account_db"] == want.account_db.as_str()
-        && doc["device_id"] == want.device_id.as_str()
-        && doc["registered_at_ms"]
-            .as_u64()
-            .is_some_and(|t| t >= want.at_ms)
-    {
-        return Ok(doc["_rev"].as_str().map(str::to_string));
-    }
-    doc["account_db"] = json!(want.account_db);
-    doc["device_id"] = json!(want.device_id);
-    doc["registered_at_ms"] = json!(want.at_ms);
-    couch.put_doc(TOKENS_DB, &doc).await.map(Some)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn doc_ids_share_firebase_kinds() {
-        assert_eq!(doc_id("apple", "a.b", "t").as_deref(), Some("apple:a.b:t"));
-        assert_eq!(doc_id("android", "a", "t"), doc_id("firebase_v1", "a", "t"));
-        assert_eq!(doc_id("pigeon", "a", "t"), None);
-    }
-
-    #[test]
-    fn registered_at_is_written_once_per_interval_or_when_the_owner_changes() {
-        let every = Duration::from_secs(900);
-        let seen = Seen {
-            account_db: "db".into(),
-            device_id: "dev".into(),
-            seen_ms: 5_000,
-            written_ms: 1_000,
-            rev: None,
-        };
-        assert!(must_write(None, "db", "dev", 1_000, every), "new token");
-        assert!(
-            !must_write(Some(&seen), "db", "dev", 1_000 + 899_999, every),
-            "a refresh within the interval stays in memory"
-        );
-        assert!(
-            must_write(Some(&seen), "db", "dev", 1_000 + 900_000, every),
-            "the stored time is refreshed once the interval has passed"
-        );
-        assert!(must_write(Some(&seen), "db", "other", 1_001, every));
-        assert!(must_write(Some(&seen), "db2", "dev", 1_001, every));
-        assert!(must_write(Some(&seen), "db", "dev", 1_001, Duration::ZERO));
-    }
-}
+mod tests;
