@@ -1,6 +1,7 @@
-//! One delivery, decoded once: body → [`Message`] (`reg_success` | `push_req` | other)
-//! → the workflow of its class ([`crate::register`], [`crate::push`]) → a [`Handled`]
-//! for the consumer to settle the delivery with.
+//! One delivery, decoded once: body → [`Message`] (`reg_success` | `push_req` |
+//! `endpoint_push_req` | other) → the workflow of its class ([`crate::register`],
+//! [`crate::push`], [`crate::endpoint`]) → a [`Handled`] for the consumer to settle the
+//! delivery with.
 //!
 //! [`Dispatcher::process`] is the single-step function of the consume loop: tests drive
 //! it directly, and the consumer calls it once per delivery. Every path ends in exactly
