@@ -80,7 +80,18 @@ pub fn build_message(req: &PushReq, envelope: &Value) -> Result<Value, FcmBuildE
     msg.insert("token".into(), Value::String(req.token_id.clone()));
     msg.insert("data".into(), Value::Object(data));
     msg.insert("android".into(), json!({"priority": "high"}));
+    finish_message(msg, &req.token_id, envelope)
+}
 
+/// The common end of every v1 message: `envelope` deep-merged over `msg` (see
+/// [`build_message`]), `token` forced, `topic`/`condition` removed, `data` stringified
+/// ([`data_string`], reserved keys renamed), the size checked, and the whole wrapped as
+/// `{"message": …}`. Also used by [`crate::endpoint_push`].
+pub fn finish_message(
+    mut msg: Map<String, Value>,
+    token: &str,
+    envelope: &Value,
+) -> Result<Value, FcmBuildError> {
     if let Some(envelope) = envelope_object(envelope)? {
         for (key, value) in legacy_to_v1(envelope)? {
             match msg.get_mut(&key) {
@@ -91,7 +102,7 @@ pub fn build_message(req: &PushReq, envelope: &Value) -> Result<Value, FcmBuildE
             }
         }
     }
-    msg.insert("token".into(), Value::String(req.token_id.clone()));
+    msg.insert("token".into(), Value::String(token.to_string()));
     msg.shift_remove("topic");
     msg.shift_remove("condition");
     let data = match msg.get("data") {

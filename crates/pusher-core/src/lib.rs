@@ -13,6 +13,8 @@
 //! - [`push_req`] reads a `push_req` (spec §1.4, §5.2); [`apns`] and [`fcm`] turn it
 //!   into an APNs request or an FCM v1 message (spec §6.1, §6.4), and [`outcome`]
 //!   classifies the provider's answer and times retries (providers.md §1, §2).
+//! - [`endpoint_push`] reads Kazoo 5's `endpoint_push_req`, maps it to APNs and FCM v1
+//!   for each device of the endpoint, and builds the `endpoint_push_resp` (K5 spec).
 //! - [`legacy_resp`] keeps the `push_req`s a 2015 `kazoo_query` Kamailio waits on, for
 //!   the opt-in legacy `push_resp` (spec §3.6), bounded in memory.
 //! - [`credentials`] checks APNs certificates, `.p8` keys and service accounts.
@@ -28,6 +30,7 @@ pub mod app_config;
 pub mod contact;
 pub mod credentials;
 pub mod der;
+pub mod endpoint_push;
 pub mod envelope;
 pub mod fcm;
 pub mod kapps_config;

@@ -51,6 +51,8 @@ pub struct ConsumerSettings {
     pub prefetch: u16,
     /// Drain time after shutdown was requested.
     pub shutdown_grace: Duration,
+    /// Bindings (exchange, routing key) of the shared queue beside Kazoo's three.
+    pub extra_bindings: Vec<(String, String)>,
 }
 
 /// Runs until `shutdown` fires, reconnecting as needed; returns after the drain.
@@ -108,7 +110,9 @@ async fn session(
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let conn = Broker::connect(amqp_uri, &settings.connection_name).await?;
-    let mut consumer = conn.consume_shared(settings.prefetch).await?;
+    let mut consumer = conn
+        .consume_shared(settings.prefetch, &settings.extra_bindings)
+        .await?;
     let replier = consumer.replier();
     let mut legacy = legacy_link(&conn, dispatcher).await;
     state.set_consuming(true);
@@ -255,11 +259,13 @@ async fn handle(
     };
     let handled = dispatcher.process(&msg, work).await;
     if let Some(reply) = &handled.reply
-        && let Err(e) = replier.publish(&reply.routing_key, &reply.body).await
+        && let Err(e) = replier
+            .publish_to(reply.exchange, &reply.routing_key, &reply.body)
+            .await
     {
         // Best effort: the verdict is already logged.
         tracing::warn!(error.message = %e, reply_to = %reply.routing_key,
-            "could not publish the requested push_resp");
+            "could not publish the requested reply");
     }
     m.settled.inc(&[match handled.disposition {
         Disposition::Ack => "ack",

@@ -1,6 +1,7 @@
-//! One delivery, decoded once: body → [`Message`] (`reg_success` | `push_req` | other)
-//! → the workflow of its class ([`crate::register`], [`crate::push`]) → a [`Handled`]
-//! for the consumer to settle the delivery with.
+//! One delivery, decoded once: body → [`Message`] (`reg_success` | `push_req` |
+//! `endpoint_push_req` | other) → the workflow of its class ([`crate::register`],
+//! [`crate::push`], [`crate::endpoint`]) → a [`Handled`] for the consumer to settle the
+//! delivery with.
 //!
 //! [`Dispatcher::process`] is the single-step function of the consume loop: tests drive
 //! it directly, and the consumer calls it once per delivery. Every path ends in exactly
@@ -12,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use pusher_core::endpoint_push::{self, EndpointPushReq, ReplyTo};
 use pusher_core::envelope::{self, Event};
 use pusher_core::legacy_resp::Waiting;
 use pusher_core::push_req::{self, Echo, PushReq, PushVerdict};
@@ -21,6 +23,7 @@ use pusher_io::amqp::{self, DecodeError};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::endpoint::Endpoints;
 use crate::legacy::LegacyPushResp;
 use crate::push::{PushOutcome, Pusher, provider_label};
 use crate::register::{RegOutcome, Registrar};
@@ -39,10 +42,13 @@ pub enum Disposition {
     Defer,
 }
 
-/// A message to publish on the default exchange before the delivery is settled: the
-/// `push_resp` a requester asked for with `Pusher-Reply-To`.
+/// A message to publish before the delivery is settled: the `push_resp` a requester
+/// asked for with `Pusher-Reply-To` (default exchange), or an `endpoint_push_resp`
+/// (`targeted`, to the request's `Server-ID`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
+    /// The exchange: `""` (the default one) or `targeted`.
+    pub exchange: &'static str,
     /// The requester's queue.
     pub routing_key: String,
     /// JSON body.
@@ -114,6 +120,9 @@ pub enum Message {
         Result<Box<PushReq>, String>,
         Option<Waiting>,
     ),
+    /// `notification` / `endpoint_push_req` (Kazoo 5): where to answer, and the request
+    /// (or why it is unusable).
+    EndpointPush(ReplyTo, Result<Box<EndpointPushReq>, String>),
     /// Another event (logged and settled).
     Other {
         /// `Event-Category`.
@@ -146,6 +155,16 @@ impl Message {
                     .map_err(|e| e.to_string()),
                 Waiting::of(&body),
             ),
+            Event::Other { category, name }
+                if category == endpoint_push::CATEGORY && name == endpoint_push::REQ_NAME =>
+            {
+                Message::EndpointPush(
+                    ReplyTo::of(&body),
+                    EndpointPushReq::from_json(&body, crate::clock::unix_ms())
+                        .map(Box::new)
+                        .map_err(|e| e.to_string()),
+                )
+            }
             Event::Other { category, name } => Message::Other {
                 msg_id: envelope::msg_id(&body).unwrap_or("").to_string(),
                 category,
@@ -161,17 +180,20 @@ pub struct Dispatcher {
     registrar: Arc<Registrar>,
     pusher: Arc<Pusher>,
     legacy: Arc<LegacyPushResp>,
+    endpoints: Arc<Endpoints>,
     state: Arc<State>,
     node: Arc<str>,
 }
 
 impl Dispatcher {
     /// A dispatcher handing registrations to `registrar` and pushes to `pusher` (and to
-    /// `legacy` the requests a `kazoo_query` waits on); `node` is our name in `push_resp`.
+    /// `legacy` the requests a `kazoo_query` waits on, and Kazoo 5's endpoint pushes to
+    /// `endpoints`); `node` is our name in `push_resp`.
     pub fn new(
         registrar: Arc<Registrar>,
         pusher: Arc<Pusher>,
         legacy: Arc<LegacyPushResp>,
+        endpoints: Arc<Endpoints>,
         state: Arc<State>,
         node: &str,
     ) -> Self {
@@ -179,6 +201,7 @@ impl Dispatcher {
             registrar,
             pusher,
             legacy,
+            endpoints,
             state,
             node: node.into(),
         }
@@ -250,6 +273,7 @@ impl Dispatcher {
                     .clone()
                     .filter(|_| disposition == Disposition::Ack)
                     .map(|routing_key| Reply {
+                        exchange: "",
                         body: self.push_resp(&echo, &outcome, provider, received),
                         routing_key,
                     });
@@ -265,6 +289,16 @@ impl Dispatcher {
                     reply,
                     first_seen_ms,
                 }
+            }
+            Message::EndpointPush(reply_to, req) => {
+                m.consumed.inc(&["endpoint_push_req"]);
+                let arrival = Arrival {
+                    received,
+                    redelivered: msg.redelivered,
+                    stamped_ms: msg.first_seen_ms,
+                    deferred: false,
+                };
+                self.endpoints.process(reply_to, req, arrival, cancel).await
             }
             Message::Other {
                 category,

@@ -18,6 +18,7 @@ pub mod config;
 pub mod consumer;
 pub mod ctl;
 pub mod dispatch;
+pub mod endpoint;
 pub mod http;
 pub mod legacy;
 pub mod metrics;
@@ -101,6 +102,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         tokens: tokens.clone(),
         state: state.clone(),
     }));
+    let endpoint_couch = couch.clone();
     let legacy = Arc::new(legacy::LegacyPushResp::new(config.clone(), &settings.node));
     let registrar = Arc::new(register::Registrar::new(register::RegistrarParts {
         devices: Arc::new(register::device_cache::DeviceCache::new(
@@ -117,10 +119,17 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         legacy: legacy.clone(),
     }));
     tokio::spawn(registrar.clone().drain(background.clone()));
+    let endpoints = Arc::new(endpoint::Endpoints::new(
+        endpoint_couch,
+        pusher.clone(),
+        state.clone(),
+        &settings.node,
+    ));
     let dispatcher = dispatch::Dispatcher::new(
         registrar.clone(),
         pusher,
         legacy,
+        endpoints,
         state.clone(),
         &settings.node,
     );
@@ -131,6 +140,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         connection_name: format!("pusher {}", settings.node),
         prefetch: settings.prefetch,
         shutdown_grace: settings.shutdown_grace,
+        extra_bindings: settings.extra_bindings.clone(),
     };
     tracing::info!(settings = ?settings, http = ?http_addr, "pusherd starting");
     let parked = registrar.clone();

@@ -29,7 +29,8 @@ pub use publish::{Publisher, ReplyQueue};
 pub use session::{Broker, Consumer, Delivery, LegacyLink, QueueState, Replier, Settle};
 pub use topology::{
     check_uri, connect, connect_uri, consume, declare_deferral, declare_exchanges,
-    declare_legacy_link, declare_topology, deferral_arguments, queue_arguments,
+    declare_extra_bindings, declare_legacy_link, declare_topology, deferral_arguments,
+    queue_arguments,
 };
 
 /// Shared queue name, identical on every pusher node (Erlang or Rust).

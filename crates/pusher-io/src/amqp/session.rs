@@ -37,11 +37,17 @@ impl Broker {
         })
     }
 
-    /// Declares Kazoo's topology on a new channel and starts a manual-ack consumer of
-    /// the shared queue with `prefetch` unacked deliveries at most.
-    pub async fn consume_shared(&self, prefetch: u16) -> Result<Consumer> {
+    /// Declares Kazoo's topology (and the `extra` bindings, exchange + routing key) on a
+    /// new channel and starts a manual-ack consumer of the shared queue with `prefetch`
+    /// unacked deliveries at most.
+    pub async fn consume_shared(
+        &self,
+        prefetch: u16,
+        extra: &[(String, String)],
+    ) -> Result<Consumer> {
         let channel = self.channel().await?;
         topology::declare_topology(&channel).await?;
+        topology::declare_extra_bindings(&channel, extra).await?;
         let inner = topology::consume(&channel, prefetch, "").await?;
         Ok(Consumer {
             tag: inner.tag().to_string(),
@@ -164,7 +170,13 @@ impl Replier {
     /// queue `routing_key` (a `push_resp` a requester asked for). No confirm: a
     /// requester that went away must not hold up the ack.
     pub async fn publish(&self, routing_key: &str, body: &[u8]) -> Result<()> {
-        publish_on(&self.channel, "", routing_key, body, json_props())
+        self.publish_to("", routing_key, body).await
+    }
+
+    /// Like [`Replier::publish`], on `exchange` (`targeted` for a Kazoo reply to a
+    /// `Server-ID`).
+    pub async fn publish_to(&self, exchange: &str, routing_key: &str, body: &[u8]) -> Result<()> {
+        publish_on(&self.channel, exchange, routing_key, body, json_props())
             .await
             .map(drop)
     }

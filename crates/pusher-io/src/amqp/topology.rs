@@ -184,6 +184,37 @@ pub async fn declare_topology(channel: &Channel) -> Result<()> {
     declare_deferral(channel).await
 }
 
+/// Binds the shared queue with the operator's `extra` bindings (exchange, routing key)
+/// for keys outside Kazoo's three (e.g. Kazoo 5's `endpoint_push_req`, whose key is not
+/// public). An exchange that is not one of Kazoo's three is declared first the way Kazoo
+/// declares its own (topic, non-durable), so the bind cannot fail on a missing exchange.
+pub async fn declare_extra_bindings(channel: &Channel, extra: &[(String, String)]) -> Result<()> {
+    for (exchange, key) in extra {
+        if ![EXCHANGE_PUSHES, EXCHANGE_REGISTRAR, EXCHANGE_TARGETED].contains(&exchange.as_str()) {
+            channel
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(broker("exchange.declare"))?;
+        }
+        channel
+            .queue_bind(
+                QUEUE.into(),
+                exchange.as_str().into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(broker("queue.bind"))?;
+    }
+    Ok(())
+}
+
 /// The arguments of [`QUEUE_DEFERRED`]: messages wait [`DEFER_TTL_MS`], then go back to
 /// the shared queue through the default exchange (dead-lettering).
 pub fn deferral_arguments() -> FieldTable {

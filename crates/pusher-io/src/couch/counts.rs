@@ -22,17 +22,20 @@ pub enum Op {
     Db,
     /// Attachment reads and writes.
     Attachment,
+    /// View and `_all_docs` reads.
+    View,
 }
 
 impl Op {
     /// Every op, in rendering order.
-    pub const ALL: [Op; 6] = [
+    pub const ALL: [Op; 7] = [
         Op::GetDoc,
         Op::PutDoc,
         Op::BulkDocs,
         Op::Changes,
         Op::Db,
         Op::Attachment,
+        Op::View,
     ];
 
     /// Stable label.
@@ -44,6 +47,7 @@ impl Op {
             Op::Changes => "changes",
             Op::Db => "db",
             Op::Attachment => "attachment",
+            Op::View => "view",
         }
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! Layout: this file holds the error, the result types and the client's construction;
 //! `http` the request plumbing every call shares, `db` the server and database calls,
-//! `docs` the document and attachment calls, `counts` the request counters
+//! `docs` the document and attachment calls, `view` view and `_all_docs` reads, `counts` the request counters
 //! ([`CouchClient::request_counts`]).
 
 use std::sync::Arc;
@@ -28,6 +28,7 @@ mod counts;
 mod db;
 mod docs;
 mod http;
+mod view;
 
 pub use counts::{Answer, Op, RequestCounts};
 pub use docs::{BulkItem, Written};

@@ -8,7 +8,7 @@ use futures_util::future::LocalBoxFuture;
 use super::kapps_config::{self, Scope};
 use pusher_core::credentials;
 
-use super::{CtlError, Ctx, Report, Result, apps, failed, maintenance, push};
+use super::{CtlError, Ctx, Report, Result, apps, endpoint, failed, maintenance, push};
 
 /// What runs a command: its context and its (arity-checked) arguments.
 pub type Handler = for<'a> fn(&'a Ctx<'a>, Args<'a>) -> LocalBoxFuture<'a, Result<Report>>;
@@ -290,6 +290,25 @@ Kamailio does (caller id \"pusherctl test\"), plus \"Pusher-Reply-To\": the name
 exclusive reply queue. pusherd answers there with the provider's verdict. Prints e.g.
 `delivered in 23 ms (apns, org.example.app)`; exit 0 only when delivered, 2 for a dead
 token, an auth error, no reply within the push deadline + 5 s, …",
+    },
+    Command {
+        module: "pusher_maintenance",
+        function: "push_endpoint",
+        required: &["AccountId", "device|user", "Id"],
+        optional: &["AlertBody"],
+        run: |ctx, a| {
+            Box::pin(async move {
+            endpoint::push_endpoint(ctx, a).await
+            })
+        },
+        summary: "send a Kazoo 5 endpoint push to a device or a user's devices, print the results",
+        help: "Publishes an endpoint_push_req (Kazoo 5's push API: Account-ID, Endpoint {ID, Type},
+Alert.Body = AlertBody, Priority high) to exchange `targeted` / pusher_shared_listener, with
+a Server-ID naming a private reply queue bound to `targeted`. pusherd pushes the device, or
+every device the user owns, and answers endpoint_push_resp there. Prints one line per
+device (`<Device-ID>: <Status> <Message> (<Error>)`) and `Overall-Status: N`; exit 0 only
+when Overall-Status is below 400, 2 when it is 400 or more or no answer came within the
+push deadline + 5 s.",
     },
     Command {
         module: "pusher_maintenance",

@@ -20,6 +20,7 @@
 
 pub mod apps;
 pub mod commands;
+pub mod endpoint;
 pub mod kapps_config;
 pub mod maintenance;
 mod parse;
@@ -80,6 +81,15 @@ impl Report {
         Self {
             stdout: stdout.into(),
             ..Self::default()
+        }
+    }
+
+    /// A report of a command that ran and failed: `stdout` printed, then `failure`.
+    pub fn failed(stdout: impl Into<String>, failure: impl Into<String>) -> Self {
+        Self {
+            stdout: stdout.into(),
+            warnings: Vec::new(),
+            failure: Some(failure.into()),
         }
     }
 

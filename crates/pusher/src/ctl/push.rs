@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use pusher_core::app_config::AppConfig;
 use pusher_core::kapps_config::ConfigDoc;
 use pusher_core::push_req::TokenType;
-use pusher_io::amqp::{self, Broker};
+use pusher_io::amqp::{self, Broker, ReplyQueue};
 use rand::Rng as _;
 use serde_json::{Value, json};
 
@@ -37,7 +37,7 @@ pub const TEST_CALLER_NAME: &str = "pusherctl test";
 pub const REPLY_GRACE: Duration = Duration::from_secs(5);
 
 /// A lowercase RFC 4122 version-4 UUID, as Kamailio's `Msg-ID` and `Call-ID` look.
-fn uuid_v4() -> String {
+pub(super) fn uuid_v4() -> String {
     let mut b: [u8; 16] = rand::rng().random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
@@ -211,7 +211,7 @@ pub async fn push(ctx: &Ctx<'_>, account_id: &str, device_id: &str) -> Result<Re
     result
 }
 
-fn root_cause(e: &dyn std::error::Error) -> String {
+pub(super) fn root_cause(e: &dyn std::error::Error) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;
@@ -221,23 +221,7 @@ fn root_cause(e: &dyn std::error::Error) -> String {
 
 async fn push_on(broker: &Broker, dev: &DevicePush, wait: Duration) -> Result<Report> {
     let amqp_err = |e: amqp::Error| failed(format!("RabbitMQ: {e}"));
-    // Is anybody consuming?
-    match broker.queue_state(amqp::QUEUE).await.map_err(amqp_err)? {
-        None => {
-            return Err(failed(format!(
-                "no pusherd is running on this broker: queue {} does not exist",
-                amqp::QUEUE
-            )));
-        }
-        Some(q) if q.consumers == 0 => {
-            return Err(failed(format!(
-                "no pusherd is consuming queue {} on this broker",
-                amqp::QUEUE
-            )));
-        }
-        Some(_) => {}
-    }
-
+    check_consumed(broker).await?;
     let publisher = broker.publisher().await.map_err(amqp_err)?;
     // Server-named, exclusive and auto-delete: nothing outlives the command.
     let mut replies = broker.reply_queue().await.map_err(amqp_err)?;
@@ -256,39 +240,60 @@ async fn push_on(broker: &Broker, dev: &DevicePush, wait: Duration) -> Result<Re
         .await
         .map_err(amqp_err)?;
 
-    let deadline = started + wait;
+    let Some(reply) = reply_of(&mut replies, &msg_id, started + wait).await? else {
+        return Ok(Report::failed(
+            "",
+            format!(
+                "timeout: no reply from pusherd within {} s (is it running and consuming `pushes`?)",
+                wait.as_secs()
+            ),
+        ));
+    };
+    let (line, delivered) = verdict_line(&reply, started.elapsed(), &dev.app);
+    Ok(if delivered {
+        Report::ok(line)
+    } else {
+        let failure = format!("push not delivered: {line}");
+        Report::failed(line, failure)
+    })
+}
+
+/// The reply with `msg_id` on `replies` (others are skipped), or `None` when none came
+/// by `deadline`.
+pub(super) async fn reply_of(
+    replies: &mut ReplyQueue,
+    msg_id: &str,
+    deadline: Instant,
+) -> Result<Option<Value>> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let reply = match tokio::time::timeout(left, replies.next()).await {
-            Err(_) => {
-                return Ok(Report {
-                    stdout: String::new(),
-                    warnings: Vec::new(),
-                    failure: Some(format!(
-                        "timeout: no reply from pusherd within {} s (is it running and consuming `pushes`?)",
-                        wait.as_secs()
-                    )),
-                });
-            }
+        let body = match tokio::time::timeout(left, replies.next()).await {
+            Err(_) => return Ok(None),
             Ok(None) => return Err(failed("RabbitMQ closed the reply queue")),
             Ok(Some(body)) => body,
         };
-        let Ok(reply) = serde_json::from_slice::<Value>(&reply) else {
+        let Ok(reply) = serde_json::from_slice::<Value>(&body) else {
             continue;
         };
-        if reply.get("Msg-ID").and_then(Value::as_str) != Some(msg_id.as_str()) {
-            continue;
+        if reply.get("Msg-ID").and_then(Value::as_str) == Some(msg_id) {
+            return Ok(Some(reply));
         }
-        let (line, delivered) = verdict_line(&reply, started.elapsed(), &dev.app);
-        return Ok(if delivered {
-            Report::ok(line)
-        } else {
-            Report {
-                stdout: line.clone(),
-                warnings: Vec::new(),
-                failure: Some(format!("push not delivered: {line}")),
-            }
-        });
+    }
+}
+
+/// Whether a `pusherd` consumes the shared queue on this broker (else a clear error).
+pub(super) async fn check_consumed(broker: &Broker) -> Result<()> {
+    let amqp_err = |e: amqp::Error| failed(format!("RabbitMQ: {e}"));
+    match broker.queue_state(amqp::QUEUE).await.map_err(amqp_err)? {
+        None => Err(failed(format!(
+            "no pusherd is running on this broker: queue {} does not exist",
+            amqp::QUEUE
+        ))),
+        Some(q) if q.consumers == 0 => Err(failed(format!(
+            "no pusherd is consuming queue {} on this broker",
+            amqp::QUEUE
+        ))),
+        Some(_) => Ok(()),
     }
 }
 

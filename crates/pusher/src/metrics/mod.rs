@@ -45,6 +45,10 @@ pub struct Metrics {
     pub pushes: CounterVec,
     /// `pusher_pushes_in_flight`.
     pub pushes_in_flight: AtomicI64,
+    /// `pusher_endpoint_pushes_total{outcome}`: the device results of Kazoo 5
+    /// `endpoint_push_req`s (`sent`, `not_push_device`, `timeout`, …; `bad_request` for a
+    /// request that could not be used at all).
+    pub endpoint_pushes: CounterVec,
     /// `pusher_pushes_deferred_total{provider}`: pushes handed to the deferral queue
     /// because their app was at its in-flight limit (each deferral counts).
     pub push_deferred: CounterVec,
@@ -193,6 +197,13 @@ impl Metrics {
             "gauge",
             "Pushes being sent now.",
             self.pushes_in_flight.load(Ordering::Relaxed) as f64,
+        );
+        counters(
+            &mut out,
+            "pusher_endpoint_pushes_total",
+            "Kazoo 5 endpoint_push_req device results, by outcome.",
+            &["outcome"],
+            &self.endpoint_pushes,
         );
         counters(
             &mut out,

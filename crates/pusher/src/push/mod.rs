@@ -128,6 +128,23 @@ impl Pusher {
         arrival: Arrival,
         cancel: &CancellationToken,
     ) -> PushOutcome {
+        self.send(req, &|c: &Credentials| build(req, c), arrival, cancel)
+            .await
+    }
+
+    /// The push workflow for any request: `req` says whom to push (its token triple)
+    /// and names the push (span, redelivery key, dead-token removal); `build` makes the
+    /// provider request from the app's credentials. `push_req` builds with Kazoo's
+    /// classic mapping ([`Pusher::push`]), Kazoo 5's `endpoint_push_req` with its own
+    /// ([`crate::endpoint`]); everything else — config, deadline, limits, clients,
+    /// attempts, metrics, the log line — is this one path.
+    pub async fn send(
+        &self,
+        req: &PushReq,
+        build: BuildFn<'_>,
+        arrival: Arrival,
+        cancel: &CancellationToken,
+    ) -> PushOutcome {
         let received = arrival.received;
         let key = redelivery::key(req.msg_id.as_deref(), req.call_id.as_deref(), &req.token_id);
         let span = tracing::info_span!("push",
@@ -139,7 +156,7 @@ impl Pusher {
         let work = async move {
             metrics.pushes_in_flight.fetch_add(1, Ordering::Relaxed);
             let (outcome, configured) = tokio::select! {
-                done = self.run(req, &key, arrival) => done,
+                done = self.run(req, build, &key, arrival) => done,
                 () = cancel.cancelled() => (PushOutcome::Failed("shutting down".into()), true),
             };
             if outcome.is_final() {
@@ -172,7 +189,13 @@ impl Pusher {
     /// The whole push under its deadline, counted from the request's origin (see
     /// [`pusher_core::redelivery`]); also says whether the app has its own scope in the
     /// config (metric label).
-    async fn run(&self, req: &PushReq, key: &str, arrival: Arrival) -> (PushOutcome, bool) {
+    async fn run(
+        &self,
+        req: &PushReq,
+        build: BuildFn<'_>,
+        key: &str,
+        arrival: Arrival,
+    ) -> (PushOutcome, bool) {
         let origin = match self
             .seen
             .sight(key, &arrival, Instant::now(), crate::clock::unix_ms())
@@ -232,7 +255,7 @@ impl Pusher {
             return (PushOutcome::TimedOut(why), configured);
         }
         let at = tokio::time::Instant::from_std(origin + deadline);
-        let outcome = tokio::time::timeout_at(at, self.deliver(&app, req, origin, deadline))
+        let outcome = tokio::time::timeout_at(at, self.deliver(&app, req, build, origin, deadline))
             .await
             .unwrap_or_else(|_| {
                 PushOutcome::TimedOut(format!("deadline of {} ms reached", deadline.as_millis()))
@@ -254,6 +277,7 @@ impl Pusher {
         &self,
         app: &AppConfig,
         req: &PushReq,
+        build: BuildFn<'_>,
         received: Instant,
         deadline: Duration,
     ) -> PushOutcome {
@@ -265,7 +289,7 @@ impl Pusher {
             Ok(l) => l,
             Err(why) => return PushOutcome::NoCredentials(why),
         };
-        let request = match build(req, credentials) {
+        let request = match build(credentials) {
             Ok(r) => r,
             Err(outcome) => return outcome,
         };
@@ -312,6 +336,10 @@ impl Pusher {
         }
     }
 }
+
+/// Builds the provider request of a push from the app's credentials; an outcome when
+/// it cannot be built.
+pub type BuildFn<'a> = &'a (dyn Fn(&Credentials) -> Result<Request, PushOutcome> + Sync);
 
 /// The provider request for `req` (core); an outcome when it cannot be built.
 fn build(req: &PushReq, credentials: &Credentials) -> Result<Request, PushOutcome> {

@@ -156,6 +156,11 @@ pub(super) fn check<'a>(
     }
     record("fcm_url", shown_url(&fcm_base_url), &o);
 
+    let (bindings, o) = value("extra_bindings", "");
+    let extra_bindings = extra_bindings(&bindings)
+        .map_err(|why| invalid("extra_bindings", &o, bindings.clone(), why))?;
+    record("extra_bindings", bindings, &o);
+
     let push = crate::push::PushSettings {
         extra_ca_pem,
         fcm_base_url,
@@ -177,7 +182,42 @@ pub(super) fn check<'a>(
         retry_budget,
         shutdown_grace,
         log_json,
+        extra_bindings,
     })
+}
+
+/// Reads `exchange:routing_key` pairs separated by commas (the key may contain `:`);
+/// the error names every unusable pair.
+pub(super) fn extra_bindings(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut bad = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let usable = item.split_once(':').filter(|(exchange, key)| {
+            // Exchange names as RabbitMQ allows them, none of its reserved `amq.*` ones
+            // and not the default exchange; keys are AMQP short strings without spaces.
+            !exchange.is_empty()
+                && exchange.len() <= 255
+                && !exchange.starts_with("amq.")
+                && exchange
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                && !key.is_empty()
+                && key.len() <= 255
+                && !key.chars().any(|c| c.is_whitespace() || c.is_control())
+        });
+        match usable {
+            Some((exchange, key)) => pairs.push((exchange.to_string(), key.to_string())),
+            None => bad.push(format!("{item:?}")),
+        }
+    }
+    if bad.is_empty() {
+        Ok(pairs)
+    } else {
+        Err(format!(
+            "unusable binding(s) {}: expected exchange:routing_key, comma-separated (e.g. pushes:notification.endpoint_push.#)",
+            bad.join(", ")
+        ))
+    }
 }
 
 /// The reason a broker URI is refused, without the adapter's prefix.

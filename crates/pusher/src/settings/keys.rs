@@ -125,4 +125,10 @@ pub const KEYS: &[Key] = &[
         default: None,
         help: "in-flight pushes per app (default 3/4 of prefetch)",
     },
+    Key {
+        key: "extra_bindings",
+        env: "PUSHER_EXTRA_BINDINGS",
+        default: None,
+        help: "more bindings of pusher_shared_listener: exchange:routing_key, comma-separated (default none)",
+    },
 ];

@@ -96,6 +96,9 @@ pub struct Settings {
     /// Push delivery: `PUSHER_EXTRA_CA_FILE`, `PUSHER_FCM_URL`, `PUSHER_PUSH_DEADLINE_MS`,
     /// `PUSHER_PROVIDER_TIMEOUT_MS`, `PUSHER_MAX_IN_FLIGHT_PER_APP`.
     pub push: crate::push::PushSettings,
+    /// `PUSHER_EXTRA_BINDINGS`: bindings (exchange, routing key) of the shared queue
+    /// beside Kazoo's three, e.g. for Kazoo 5's `endpoint_push_req`.
+    pub extra_bindings: Vec<(String, String)>,
 }
 
 impl fmt::Debug for Settings {
@@ -122,6 +125,7 @@ impl fmt::Debug for Settings {
             .field("extra_ca", &self.push.extra_ca_pem.is_some())
             .field("fcm_url", &redact_url(&self.push.fcm_base_url))
             .field("push_deadline", &self.push.deadline)
+            .field("extra_bindings", &self.extra_bindings)
             .finish()
     }
 }

@@ -465,3 +465,40 @@ fn the_shown_prefetch_default_is_the_one_applied() {
         Some(super::DEFAULT_PREFETCH.to_string().as_str())
     );
 }
+
+#[test]
+fn extra_bindings_are_pairs_and_bad_ones_are_named() {
+    let s = Settings::from_map(&map(&[])).expect("settings");
+    assert!(s.extra_bindings.is_empty(), "default none");
+    let s = Settings::from_map(&map(&[(
+        "PUSHER_EXTRA_BINDINGS",
+        "pushes:notification.endpoint_push.#, notifications:a:b",
+    )]))
+    .expect("settings");
+    assert_eq!(
+        s.extra_bindings,
+        [
+            (
+                "pushes".to_string(),
+                "notification.endpoint_push.#".to_string()
+            ),
+            ("notifications".to_string(), "a:b".to_string())
+        ]
+    );
+    let err = Settings::from_map(&map(&[(
+        "PUSHER_EXTRA_BINDINGS",
+        "pushes:ok, nocolon, amq.topic:x, :key, pushes:two words",
+    )]))
+    .expect_err("bad pairs");
+    let text = err.to_string();
+    assert!(text.contains("PUSHER_EXTRA_BINDINGS"), "{text}");
+    for bad in [
+        "\"nocolon\"",
+        "\"amq.topic:x\"",
+        "\":key\"",
+        "\"pushes:two words\"",
+    ] {
+        assert!(text.contains(bad), "{bad} not named: {text}");
+    }
+    assert!(!text.contains("\"pushes:ok\""), "{text}");
+}

@@ -69,7 +69,7 @@ impl Drop for Second {
 }
 
 /// Kamailio's targeted queue for `server_id`: bound to `targeted` with that key.
-async fn requester(w: &World, server_id: &str) -> lapin::Consumer {
+pub(crate) async fn requester(w: &World, server_id: &str) -> lapin::Consumer {
     let ch = w.publisher.as_ref().expect("started").channel();
     let q = ch
         .queue_declare(
@@ -106,7 +106,7 @@ async fn requester(w: &World, server_id: &str) -> lapin::Consumer {
 }
 
 /// The next message on `consumer` within `within`, as JSON.
-async fn next_within(consumer: &mut lapin::Consumer, within: Duration) -> Option<Value> {
+pub(crate) async fn next_within(consumer: &mut lapin::Consumer, within: Duration) -> Option<Value> {
     let d = tokio::time::timeout(within, consumer.next()).await.ok()?;
     let d = d.expect("consumer open").expect("delivery");
     Some(serde_json::from_slice(&d.data).expect("push_resp is JSON"))

@@ -6,10 +6,14 @@ use serde_json::{Value, json};
 use crate::helpers::fixture_bodies;
 
 fn schema(name: &str) -> jsonschema::Validator {
+    jsonschema::validator_for(&schema_doc(name)).expect("schema compiles")
+}
+
+/// The schema file `name` as JSON.
+fn schema_doc(name: &str) -> Value {
     let path = format!("{}/../../schemas/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let v: Value = serde_json::from_str(&text).expect("schema is JSON");
-    jsonschema::validator_for(&v).expect("schema compiles")
+    serde_json::from_str(&text).expect("schema is JSON")
 }
 
 #[test]
@@ -145,4 +149,58 @@ fn legacy_push_resp_config_keys_are_described() {
     doc["default"]["legacy_push_resp_wait_ms"] = json!(2000);
     doc["default"]["legacy_push_resp"] = json!("maybe");
     assert!(!s.is_valid(&doc));
+}
+
+#[test]
+fn endpoint_push_req_example_and_the_pusherctl_request_validate() {
+    let s = schema("kapi.pusher.endpoint_push_req.json");
+    let doc = schema_doc("kapi.pusher.endpoint_push_req.json");
+    let example = &doc["examples"][0];
+    assert!(s.is_valid(example));
+    // What the schema accepts, the service reads.
+    assert!(pusher_core::endpoint_push::EndpointPushReq::from_json(example, 0).is_ok());
+    let ctl = pusher::ctl::endpoint::request(
+        "3c1e6a2f9b7d4e0a8c5b1d2e3f405162",
+        "device",
+        "d1",
+        Some("hi"),
+        "m1",
+        "q1",
+    );
+    let errors: Vec<String> = s.iter_errors(&ctl).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut bad = example.clone();
+    bad["Endpoint"]["Type"] = json!("group");
+    assert!(!s.is_valid(&bad));
+    assert!(pusher_core::endpoint_push::EndpointPushReq::from_json(&bad, 0).is_err());
+    let mut bad = example.clone();
+    bad["Priority"] = json!("urgent");
+    assert!(!s.is_valid(&bad));
+}
+
+#[test]
+fn endpoint_push_resp_built_by_the_service_validates() {
+    use pusher_core::endpoint_push::status::{DeviceResult, DeviceStatus, bad_request, response};
+    let s = schema("kapi.pusher.endpoint_push_resp.json");
+    let results: Vec<DeviceResult> = [
+        ("d1", DeviceStatus::Sent),
+        ("d2", DeviceStatus::DeadToken("Unregistered".into())),
+    ]
+    .into_iter()
+    .map(|(id, status)| DeviceResult {
+        device_id: id.into(),
+        status,
+    })
+    .collect();
+    let resp = response(Some("m1"), &results, "pusher@n", env!("CARGO_PKG_VERSION"));
+    let errors: Vec<String> = s.iter_errors(&resp).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let none = response(None, &[], "pusher@n", "v");
+    assert!(s.is_valid(&none));
+    let bad = bad_request(Some("m"), "endpoint_push_req has no Endpoint", "n", "v");
+    assert!(s.is_valid(&bad));
+    // Not the other replies.
+    let mut other = resp.clone();
+    other["Event-Name"] = json!("push_resp");
+    assert!(!s.is_valid(&other));
 }
