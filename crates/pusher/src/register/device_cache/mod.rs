@@ -37,22 +37,38 @@
 //! never replaces a cached entry written at a newer revision (CouchDB's `N-hash`, compared
 //! by `N`); when the order cannot be told (same `N`, other hash) the entry is dropped.
 //! A store that names no revision never replaces an entry whose revision is known (that
-//! entry is either current, or the feed will evict it). (`_db_updates` would need one connection instead of one per
-//! database, but pouchdb-server does not implement it; per-database feeds work on both.)
+//! entry is either current, or the feed will evict it).
 //!
-//! Bounds: at most [`MAX_DBS`] databases are watched (others are simply not cached) and
-//! at most [`MAX_ENTRIES`] entries are kept (the cache is emptied when full).
-
+//! **Which feed.** At start the cache asks the server for `_db_updates` (CouchDB 2/3
+//! with admin rights: one feed for the whole server, telling which databases changed).
+//! Where it answers, ONE watcher follows it and the cached databases join it: each reads
+//! its `update_seq` after the feed's position was taken, and on an `updated` event its
+//! `_changes` since the last sequence applied are read once (a normal request, at most
+//! [`CATCH_UP`] at a time), to evict the changed docs; `deleted` or `created` ends the
+//! database. Any gap in that feed (an error, a reconnect) ends every database at once,
+//! so every earlier ticket is void, as a per-database watcher's end voids its own. Where
+//! the server does not answer it (pouchdb-server answers 400, CouchDB without admin
+//! rights 401), each cached database has its own `_changes` long-poll watcher. While the
+//! server cannot be reached the question stays open and nothing is cached. The mode is
+//! logged, and exposed as `pusher_device_cache_feed{mode}`.
+//!
+//! Bounds: at most [`MAX_DBS`] databases are watched with per-database feeds (one
+//! long-poll connection each: at most [`MAX_DBS`] connections), [`MAX_DBS_DB_UPDATES`]
+//! with `_db_updates` (one long-poll, plus at most [`CATCH_UP`] catch-up reads and
+//! [`CATCH_UP`] `update_seq` reads at a time); others are simply not cached. At most
+//! [`MAX_ENTRIES`] entries are kept (the cache is emptied when full).
 //!
 //! Layout: `state` holds the cache's pure state (entries, the databases watched, the
 //! ticket and revision rules), `per_db` the per-database watcher; this file the public
 //! API.
 
+mod db_updates;
 mod per_db;
 mod state;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -60,10 +76,16 @@ use pusher_io::couch::CouchClient;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use self::state::{DbState, Found, Inner};
+use self::state::{DbState, Found, Inner, Mode};
 
-/// Most account databases watched at once.
+/// Most account databases watched at once with per-database feeds (one long-poll
+/// connection each).
 pub const MAX_DBS: usize = 512;
+/// Most account databases watched at once with `_db_updates` (no connection each).
+pub const MAX_DBS_DB_UPDATES: usize = 50_000;
+/// With `_db_updates`: most `_changes` catch-up reads, and most `update_seq` reads of
+/// joining databases, at a time.
+pub const CATCH_UP: usize = 8;
 /// Most cached devices.
 pub const MAX_ENTRIES: usize = 200_000;
 /// Most bytes of cached whole documents (compact JSON), over every entry.
@@ -77,6 +99,52 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// What the cache knows of a device: its `push` object, or that it has none.
 pub type CachedPush = Option<Value>;
 
+/// Which feed keeps the cache right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedMode {
+    /// One `_changes` long-poll per cached database (pouchdb-server).
+    PerDb,
+    /// The server's `_db_updates` feed (CouchDB 2/3).
+    DbUpdates,
+}
+
+impl FeedMode {
+    /// Both, in rendering order.
+    pub const ALL: [FeedMode; 2] = [FeedMode::DbUpdates, FeedMode::PerDb];
+
+    /// Label of `pusher_device_cache_feed{mode}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedMode::PerDb => "per_db",
+            FeedMode::DbUpdates => "db_updates",
+        }
+    }
+}
+
+/// The feed mode, readable without the cache's lock (for `/metrics`): `None` until the
+/// server answered whether it offers `_db_updates`.
+#[derive(Debug, Default)]
+pub struct FeedCell(AtomicU8);
+
+impl FeedCell {
+    /// The mode decided, if any.
+    pub fn get(&self) -> Option<FeedMode> {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Some(FeedMode::PerDb),
+            2 => Some(FeedMode::DbUpdates),
+            _ => None,
+        }
+    }
+
+    fn set(&self, mode: FeedMode) {
+        let v = match mode {
+            FeedMode::PerDb => 1,
+            FeedMode::DbUpdates => 2,
+        };
+        self.0.store(v, Ordering::Relaxed);
+    }
+}
+
 /// The cache; clone the `Arc` into handlers.
 #[derive(Debug)]
 pub struct DeviceCache {
@@ -84,6 +152,9 @@ pub struct DeviceCache {
     inner: Arc<Mutex<Inner>>,
     stop: CancellationToken,
     longpoll: Duration,
+    feed: Arc<FeedCell>,
+    /// With `_db_updates`: bounds the `update_seq` reads of joining databases.
+    joins: Arc<tokio::sync::Semaphore>,
 }
 
 /// A ticket for storing what a read returned: valid only while the watcher that issued
@@ -106,7 +177,8 @@ pub struct Lookup {
 }
 
 impl DeviceCache {
-    /// An empty cache; its watchers end when `stop` fires.
+    /// An empty cache; its watchers end when `stop` fires. Asks the server at once
+    /// whether it offers `_db_updates` (a task on the current Tokio runtime).
     pub fn new(couch: CouchClient, stop: CancellationToken) -> Self {
         Self::with_longpoll(couch, stop, LONGPOLL)
     }
@@ -114,12 +186,29 @@ impl DeviceCache {
     /// Like [`DeviceCache::new`], each watcher long-polling for `longpoll` (tests use a
     /// short one to see a feed fail quickly).
     pub fn with_longpoll(couch: CouchClient, stop: CancellationToken, longpoll: Duration) -> Self {
-        Self {
+        let cache = Self {
             couch,
-            inner: Arc::default(),
+            inner: Arc::new(Mutex::new(Inner {
+                mode: Mode::Probing,
+                ..Inner::default()
+            })),
             stop,
             longpoll,
-        }
+            feed: Arc::default(),
+            joins: Arc::new(tokio::sync::Semaphore::new(CATCH_UP)),
+        };
+        cache.spawn_db_updates();
+        cache
+    }
+
+    /// The feed mode, once decided.
+    pub fn feed_mode(&self) -> Option<FeedMode> {
+        self.feed.get()
+    }
+
+    /// The feed mode's cell, for `/metrics`.
+    pub fn feed_cell(&self) -> Arc<FeedCell> {
+        self.feed.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -127,7 +216,7 @@ impl DeviceCache {
     }
 
     /// Whether the device is known to have exactly the `wanted` push object (compared
-    /// as [`push_equal`] does, without copying), with a ticket for storing a fresh read.
+    /// as [`push_equal`](pusher_core::reg_success::push_equal) does, without copying), with a ticket for storing a fresh read.
     /// Starts watching the database when it is not watched yet (then `(false, None)`).
     pub fn lookup(&self, db: &str, device_id: &str, wanted: &CachedPush) -> (bool, Option<Ticket>) {
         let found = self.lookup_doc(db, device_id, wanted);
@@ -145,8 +234,12 @@ impl DeviceCache {
                 // Parsed outside the lock; a copy that does not parse is not used.
                 doc: doc.and_then(|d| serde_json::from_str(&d).ok()),
             },
-            Found::StartWatcher => {
+            Found::StartWatcher(None) => {
                 self.spawn_watcher(db.to_string());
+                Lookup::default()
+            }
+            Found::StartWatcher(Some(run)) => {
+                self.spawn_join(db.to_string(), run);
                 Lookup::default()
             }
             Found::NotWatched => Lookup::default(),

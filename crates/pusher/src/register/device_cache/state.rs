@@ -7,7 +7,24 @@ use std::time::Instant;
 
 use pusher_core::reg_success::push_equal;
 
-use super::{CachedPush, MAX_DBS, MAX_DOC_BYTES, MAX_ENTRIES, RETRY_AFTER, Ticket};
+use serde_json::Value;
+
+use super::{
+    CachedPush, MAX_DBS, MAX_DBS_DB_UPDATES, MAX_DOC_BYTES, MAX_ENTRIES, RETRY_AFTER, Ticket,
+};
+
+/// Which feed keeps the entries right.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Not known yet whether the server offers `_db_updates`: nothing is cached.
+    Probing,
+    /// One `_changes` watcher per database.
+    #[default]
+    PerDb,
+    /// The server's `_db_updates` feed; the id of its live run (an epoch), `None`
+    /// while it is down (nothing is cached then).
+    DbUpdates(Option<u64>),
+}
 
 #[derive(Debug)]
 pub(super) enum DbState {
@@ -32,6 +49,8 @@ pub(super) struct Feed {
     pub(super) changed: HashMap<String, (u64, String)>,
     /// Tickets of an older generation are refused (`changed` was emptied, or the cache).
     pub(super) floor: u64,
+    /// `_db_updates` mode: the sequence up to which the database's changes were applied.
+    pub(super) since: Option<Value>,
 }
 
 /// A cached device.
@@ -58,6 +77,7 @@ pub(super) struct Inner {
     pub(super) doc_bytes: usize,
     /// The last watcher epoch handed out.
     pub(super) epochs: u64,
+    pub(super) mode: Mode,
 }
 
 /// What [`Inner::lookup`] found.
@@ -66,8 +86,9 @@ pub(super) enum Found {
     /// The database is watched: whether the entry matches, a ticket, and the cached
     /// whole document when the entry does not match and one is kept.
     Watched(bool, Ticket, Option<Arc<str>>),
-    /// Not watched; a watcher must be started (the state is `Starting` already).
-    StartWatcher,
+    /// Not watched; a watcher must be started (the state is `Starting` already): the
+    /// database's own (`None`), or it joins the `_db_updates` run of that id.
+    StartWatcher(Option<u64>),
     /// Not watched, and no watcher to start now.
     NotWatched,
 }
@@ -138,9 +159,14 @@ impl Inner {
                 Found::NotWatched
             }
             _ => {
-                if self.dbs.len() < MAX_DBS || self.dbs.contains_key(db) {
+                let (most, run) = match self.mode {
+                    Mode::PerDb => (MAX_DBS, None),
+                    Mode::DbUpdates(Some(run)) => (MAX_DBS_DB_UPDATES, Some(run)),
+                    Mode::Probing | Mode::DbUpdates(None) => return Found::NotWatched,
+                };
+                if self.dbs.len() < most || self.dbs.contains_key(db) {
                     self.dbs.insert(db.to_string(), DbState::Starting);
-                    Found::StartWatcher
+                    Found::StartWatcher(run)
                 } else {
                     Found::NotWatched
                 }
@@ -151,6 +177,10 @@ impl Inner {
     /// A watcher has read `update_seq`: the database is cached from now on, under a
     /// fresh epoch. Returns the epoch (the watcher's name in [`Inner::ended`]).
     pub(super) fn watching(&mut self, db: &str) -> u64 {
+        self.watching_from(db, None)
+    }
+
+    fn watching_from(&mut self, db: &str, since: Option<Value>) -> u64 {
         self.epochs += 1;
         let epoch = self.epochs;
         self.dbs.insert(
@@ -160,6 +190,7 @@ impl Inner {
                 generation: 0,
                 changed: HashMap::new(),
                 floor: 0,
+                since,
             }),
         );
         epoch
@@ -174,17 +205,94 @@ impl Inner {
             _ => false,
         };
         if ours {
-            let mut freed = 0;
-            self.entries.retain(|(d, _), e| {
-                let keep = d != db;
-                if !keep {
-                    freed += e.doc_bytes();
-                }
-                keep
-            });
-            self.doc_bytes -= freed;
-            self.dbs.insert(db.to_string(), DbState::Failed(now));
+            self.drop_db(db, now);
         }
+    }
+
+    /// `db`'s entries go, and it is not cached until [`RETRY_AFTER`].
+    fn drop_db(&mut self, db: &str, now: Instant) {
+        let mut freed = 0;
+        self.entries.retain(|(d, _), e| {
+            let keep = d != db;
+            if !keep {
+                freed += e.doc_bytes();
+            }
+            keep
+        });
+        self.doc_bytes -= freed;
+        self.dbs.insert(db.to_string(), DbState::Failed(now));
+    }
+
+    /// A `_db_updates` run is live (its feed's position was read): databases may join
+    /// it. Returns its id.
+    pub(super) fn run_live(&mut self) -> u64 {
+        self.epochs += 1;
+        self.mode = Mode::DbUpdates(Some(self.epochs));
+        self.epochs
+    }
+
+    /// The `_db_updates` run ended (a gap in the feed): like the end of every watcher
+    /// at once, every entry goes, every database's tickets are void, and none is cached
+    /// until a new run is live.
+    pub(super) fn run_ended(&mut self, now: Instant) {
+        self.mode = Mode::DbUpdates(None);
+        self.entries.clear();
+        self.doc_bytes = 0;
+        for state in self.dbs.values_mut() {
+            if matches!(state, DbState::Watching(_) | DbState::Starting) {
+                *state = DbState::Failed(now);
+            }
+        }
+    }
+
+    /// A database that read its `update_seq` (`since`) after run `run` was live joins
+    /// it, under a fresh epoch; refused (the database ends) if the run is over or the
+    /// database went meanwhile.
+    pub(super) fn joined(&mut self, db: &str, run: u64, since: Value, now: Instant) -> bool {
+        let starting = matches!(self.dbs.get(db), Some(DbState::Starting));
+        if starting && self.mode == Mode::DbUpdates(Some(run)) {
+            self.watching_from(db, Some(since));
+            true
+        } else {
+            self.ended(db, None, now);
+            false
+        }
+    }
+
+    /// `_db_updates` reported `db` deleted or created (again): its entries and its
+    /// sequence belong to an old incarnation, it ends (also while it is joining).
+    pub(super) fn db_gone(&mut self, db: &str, now: Instant) {
+        if matches!(
+            self.dbs.get(db),
+            Some(DbState::Watching(_) | DbState::Starting)
+        ) {
+            self.drop_db(db, now);
+        }
+    }
+
+    /// For a database `_db_updates` reported updated: the epoch it is watched under and
+    /// the sequence its changes are to be read from (`None`: not watched).
+    pub(super) fn catch_up_from(&self, db: &str) -> Option<(u64, Value)> {
+        match self.dbs.get(db) {
+            Some(DbState::Watching(feed)) => Some((feed.epoch, feed.since.clone()?)),
+            _ => None,
+        }
+    }
+
+    /// The changes of `db` read since [`Inner::catch_up_from`] (under `epoch`), up to
+    /// `last_seq`: applied like a feed batch, unless the database ended meanwhile.
+    pub(super) fn caught_up(
+        &mut self,
+        db: &str,
+        epoch: u64,
+        changes: &[(String, String)],
+        last_seq: Value,
+    ) -> usize {
+        match self.dbs.get_mut(db) {
+            Some(DbState::Watching(feed)) if feed.epoch == epoch => feed.since = Some(last_seq),
+            _ => return 0,
+        }
+        self.feed_batch(db, changes)
     }
 
     /// Removes one entry, keeping [`Inner::doc_bytes`] right.

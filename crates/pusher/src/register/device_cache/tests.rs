@@ -10,7 +10,7 @@ fn push(token: &str) -> CachedPush {
 
 /// A cache whose watcher of `DB` is live; returns its epoch.
 fn watched(inner: &mut Inner, now: Instant) -> u64 {
-    assert_eq!(inner.lookup(DB, "d", &None, now), Found::StartWatcher);
+    assert_eq!(inner.lookup(DB, "d", &None, now), Found::StartWatcher(None));
     inner.watching(DB)
 }
 
@@ -273,4 +273,101 @@ fn a_write_whose_echo_came_first_is_stored_and_a_stale_read_is_not() {
     assert!(at_least("10-a", "9-b"));
     assert!(!at_least("9-b", "10-a"));
     assert!(!at_least("1-a", ""));
+}
+
+// --- the `_db_updates` run -----------------------------------------------------------
+
+/// A cache in `_db_updates` mode whose run is live and `DB` joined it at `since`.
+fn joined(inner: &mut Inner, now: Instant, since: u64) -> u64 {
+    inner.mode = Mode::Probing;
+    assert_eq!(inner.lookup(DB, "d", &None, now), Found::NotWatched);
+    let run = inner.run_live();
+    assert_eq!(
+        inner.lookup(DB, "d", &None, now),
+        Found::StartWatcher(Some(run))
+    );
+    assert!(inner.joined(DB, run, json!(since), now));
+    run
+}
+
+#[test]
+fn an_updated_database_is_read_from_its_last_sequence_and_evicts_foreign_changes() {
+    let mut inner = Inner::default();
+    let now = Instant::now();
+    joined(&mut inner, now, 7);
+    let t = ticket(&mut inner, now);
+    assert!(inner.store(DB, "d", push("A"), Some("2-x".into()), None, t));
+    let (epoch, from) = inner.catch_up_from(DB).expect("watched");
+    assert_eq!(from, json!(7));
+    // Our own echo stays; a foreign change evicts and voids the earlier ticket.
+    assert_eq!(
+        inner.caught_up(DB, epoch, &[("d".into(), "2-x".into())], json!(8)),
+        0
+    );
+    assert!(hit(&mut inner, &push("A"), now));
+    assert_eq!(
+        inner.caught_up(DB, epoch, &[("d".into(), "3-y".into())], json!(9)),
+        1
+    );
+    assert!(!hit(&mut inner, &push("A"), now));
+    assert!(!inner.store(DB, "d", push("A"), None, None, t));
+    assert_eq!(inner.catch_up_from(DB).expect("watched").1, json!(9));
+    // A catch-up of an older epoch (the database ended and joined again) is ignored.
+    assert_eq!(
+        inner.caught_up(DB, epoch + 100, &[("d".into(), "4-z".into())], json!(10)),
+        0
+    );
+    assert_eq!(inner.catch_up_from(DB).expect("watched").1, json!(9));
+}
+
+#[test]
+fn a_gap_in_the_db_updates_feed_voids_every_ticket_of_every_database() {
+    let mut inner = Inner::default();
+    let t0 = Instant::now();
+    let run = joined(&mut inner, t0, 1);
+    let stale = ticket(&mut inner, t0);
+    // Another database is joining when the feed breaks.
+    assert!(matches!(
+        inner.lookup("other", "d", &None, t0),
+        Found::StartWatcher(Some(_))
+    ));
+    inner.run_ended(t0);
+    assert!(inner.entries.is_empty());
+    assert_eq!(inner.lookup(DB, "d", &None, t0), Found::NotWatched);
+    // The late join of the old run is refused; so is a lookup until a new run is live.
+    assert!(!inner.joined("other", run, json!(1), t0));
+    let later = t0 + RETRY_AFTER;
+    assert_eq!(inner.lookup(DB, "d", &None, later), Found::NotWatched);
+    let next = inner.run_live();
+    assert_ne!(next, run);
+    assert_eq!(
+        inner.lookup(DB, "d", &None, later),
+        Found::StartWatcher(Some(next))
+    );
+    // A join under the old run id is refused even while the database is starting.
+    assert!(!inner.joined(DB, run, json!(5), later));
+    let later = later + RETRY_AFTER;
+    inner.lookup(DB, "d", &None, later);
+    assert!(inner.joined(DB, next, json!(5), later));
+    assert!(!inner.store(DB, "d", push("A"), None, None, stale));
+    let fresh = ticket(&mut inner, later);
+    assert!(inner.store(DB, "d", push("A"), None, None, fresh));
+}
+
+#[test]
+fn a_deleted_or_recreated_database_ends_even_while_it_joins() {
+    let mut inner = Inner::default();
+    let now = Instant::now();
+    let run = joined(&mut inner, now, 1);
+    let t = ticket(&mut inner, now);
+    assert!(inner.store(DB, "d", push("A"), None, None, t));
+    inner.db_gone(DB, now);
+    assert!(inner.entries.is_empty());
+    assert!(inner.catch_up_from(DB).is_none());
+    assert!(matches!(
+        inner.lookup("other", "d", &None, now),
+        Found::StartWatcher(Some(_))
+    ));
+    inner.db_gone("other", now);
+    assert!(!inner.joined("other", run, json!(3), now));
 }
