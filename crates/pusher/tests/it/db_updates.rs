@@ -11,10 +11,9 @@
 //!   documents, revisions and sequences the cache sees are the real server's. Only
 //!   writes through the front make events: every writer in these tests goes through it.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -26,23 +25,8 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::wait_for;
 use crate::helpers::{couch_url, init_tracing, rand_hex};
-
-/// Polls `probe` until it gives a value, failing the test after `limit`.
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// What the front has seen and serves.
 #[derive(Default)]
@@ -276,6 +260,24 @@ fn client(url: &str) -> CouchClient {
     CouchClient::new(url, Duration::from_secs(5)).expect("couch client")
 }
 
+/// A front, a client through it, two fresh account databases, and a cache on that
+/// client (short long-polls) with its stop token.
+async fn through_front() -> (
+    Front,
+    CouchClient,
+    [String; 2],
+    CancellationToken,
+    DeviceCache,
+) {
+    let front = Front::start().await;
+    let c = client(&front.url());
+    c.ping().await.expect("pouchdb-server up through the front");
+    let dbs = [account_db(&c).await, account_db(&c).await];
+    let stop = CancellationToken::new();
+    let cache = DeviceCache::with_longpoll(c.clone(), stop.clone(), Duration::from_millis(500));
+    (front, c, dbs, stop, cache)
+}
+
 /// Looks `dev` up until its database is watched; returns the ticket.
 async fn watched(cache: &DeviceCache, db: &str) -> pusher::register::device_cache::Ticket {
     wait_for("database watched", RETRY_AFTER * 4, || async {
@@ -313,14 +315,9 @@ async fn pouchdb_server_has_no_db_updates_so_each_database_gets_its_own_feed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_db_updates_one_feed_evicts_an_updated_database_and_drops_a_deleted_one() {
-    let front = Front::start().await;
-    let c = client(&front.url());
-    c.ping().await.expect("pouchdb-server up through the front");
-    let (one, two) = (account_db(&c).await, account_db(&c).await);
+    let (front, c, [one, two], stop, cache) = through_front().await;
     let rev_one = put_device(&c, &one, "a1").await;
     put_device(&c, &two, "a2").await;
-    let stop = CancellationToken::new();
-    let cache = DeviceCache::with_longpoll(c.clone(), stop.clone(), Duration::from_millis(500));
     let mode = wait_for("feed mode decided", Duration::from_secs(15), || async {
         cache.feed_mode()
     })
@@ -387,12 +384,7 @@ async fn with_db_updates_one_feed_evicts_an_updated_database_and_drops_a_deleted
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_break_in_db_updates_voids_the_tickets_of_every_database() {
-    let front = Front::start().await;
-    let c = client(&front.url());
-    c.ping().await.expect("pouchdb-server up through the front");
-    let (one, two) = (account_db(&c).await, account_db(&c).await);
-    let stop = CancellationToken::new();
-    let cache = DeviceCache::with_longpoll(c.clone(), stop.clone(), Duration::from_millis(500));
+    let (front, c, [one, two], stop, cache) = through_front().await;
     let stale1 = watched(&cache, &one).await;
     let stale2 = watched(&cache, &two).await;
     assert_eq!(cache.feed_mode(), Some(FeedMode::DbUpdates));
