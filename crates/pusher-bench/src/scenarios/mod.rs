@@ -3,9 +3,10 @@
 
 //!
 //! This module holds the shared [`Bench`] world and its helpers; `registration` (P1–P3),
-//! `push` (P4–P6), `multi` (P8) and `storm` (P9, P10) each add their scenarios to it;
+//! `push` (P4–P6), `multi` (P8), `storm` (P9) and `accounts` (P10) each add their scenarios to it;
 //! P7 is measured here from every start.
 
+mod accounts;
 mod multi;
 mod push;
 mod registration;
