@@ -41,9 +41,9 @@ impl Bench {
         direct.and(fronted)
     }
 
-    /// One `pusherd` on `couch_url` (whose port is `port`); three rounds of the same
-    /// registrations (the first writes, the others refresh): the cache's hit rate in the
-    /// last round, the CouchDB connections it holds, its RSS.
+    /// One `pusherd` on `couch_url` (whose port is `port`); rounds of the same
+    /// registrations (the first writes, the others refresh) until the hit rate stops
+    /// rising: the cache's hit rate in the last round, the CouchDB connections it holds, its RSS.
     async fn p10_run(
         &mut self,
         accounts: &[(String, String)],
@@ -66,7 +66,10 @@ impl Bench {
         };
         let mut peak = 0usize;
         let mut last = (0u64, 0u64, Duration::ZERO);
-        for round in 0..3 {
+        // Rounds until the hit rate stops rising (the cache is filled as databases join
+        // their feed), at least three, at most eight.
+        let mut rounds = 0;
+        for round in 0..8 {
             let text = pd.metrics().await.unwrap_or_default();
             let hits0 = metric_sum(&text, "pusher_device_cache_total{", "result=\"hit\"");
             let miss0 = metric_sum(&text, "pusher_device_cache_total{", "result=\"miss\"");
@@ -92,11 +95,16 @@ impl Bench {
             let text = pd.metrics().await.unwrap_or_default();
             let hits = metric_sum(&text, "pusher_device_cache_total{", "result=\"hit\"") - hits0;
             let misses = metric_sum(&text, "pusher_device_cache_total{", "result=\"miss\"") - miss0;
+            let rising = hits > last.0;
             last = (hits, misses, t0.elapsed());
+            rounds = round + 1;
             eprintln!(
                 "    {label} round {}: {hits} hits, {misses} misses",
                 round + 1
             );
+            if round >= 2 && !rising {
+                break;
+            }
         }
         // Connections the cache keeps once the load is over: past the client's 4 s idle
         // timeout, pooled connections of the registrations are gone.
@@ -117,7 +125,7 @@ impl Bench {
         let (hits, misses, took) = last;
         let hit_rate = hits as f64 / (hits + misses).max(1) as f64;
         self.notes.push(format!(
-            "P10 ({mode} feed): {dbs} account databases × {PER_DB} devices; third round of the same {regs} registrations: {hits} hits, {misses} misses in {:.1} s; CouchDB sockets of pusherd: peak {peak}, {held} held 6 s after the load (idle pooled connections close after 4 s); RSS {} MiB (peak {} MiB).",
+            "P10 ({mode} feed): {dbs} account databases × {PER_DB} devices; round {rounds} of the same {regs} registrations (the hit rate stopped rising): {hits} hits, {misses} misses in {:.1} s; CouchDB sockets of pusherd: peak {peak}, {held} held 6 s after the load (idle pooled connections close after 4 s); RSS {} MiB (peak {} MiB).",
             secs(took),
             rss / 1024,
             hwm / 1024
