@@ -30,7 +30,7 @@ run: ## Run pusherd in the foreground against the local services
 demo: ## The whole flow: services, pusherd, a User-Agents rule, a replayed reg_success, before/after
 	scripts/demo.sh
 
-bench: ## Benchmark pusherd against raw baselines, scenarios P1–P8 (issue #6); table in .run/bench/results.md
+bench: ## Benchmark pusherd against raw baselines, scenarios P1–P10 (issues #6, #13); scripts/bench.sh --only p9,p10 for some; table in .run/bench/results.md
 	scripts/bench.sh
 
 services-up: ## Start RabbitMQ and pouchdb-server (installing them if needed)

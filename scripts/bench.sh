@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench` (issue #6): pusherd against raw baselines measured in the same run on the
-# same local services, scenarios P1–P8; prints one Markdown table (also written to
+# same local services, scenarios P1–P10; prints one Markdown table (also written to
 # .run/bench/results.md, ready to paste into BENCHMARKS.md).
 #   1. RabbitMQ + pouchdb-server (scripts/services.sh up; installed and started if needed)
 #   2. release builds of pusherd and pusher-bench
@@ -8,7 +8,8 @@
 #      in-process mock APNs (20 ms added latency), pusherd child processes, baselines
 # Stops only the services it started. Extra arguments go to pusher-bench, e.g.
 #   scripts/bench.sh --scale 0.1            # quick smoke run
-#   scripts/bench.sh --only p1,p23          # some scenario groups (p1, p23, p456, p8)
+#   scripts/bench.sh --only p1,p23          # some scenario groups (p1, p23, p456, p8, p9, p10)
+#   scripts/bench.sh --only p9,p10 --scale 0.1   # P9 and P10 alone, smoke sizes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -196,6 +196,11 @@ pub async fn paced(
     })
 }
 
+/// Publishes one message and waits for the broker's confirm.
+pub async fn publish_confirmed(broker: &Broker, m: &Msg) -> Result<()> {
+    all_acked(vec![publish(broker, m).await?]).await
+}
+
 /// Publishes one message on the confirm-mode channel; the confirm is awaited later.
 async fn publish(broker: &Broker, m: &Msg) -> Result<lapin::PublisherConfirm> {
     Ok(broker

@@ -1,6 +1,6 @@
 //! `pusher-bench` (`make bench`, issue #6): the real `pusherd` binary against raw
 //! baselines measured in the same run on the same local services (RabbitMQ,
-//! pouchdb-server, the mock APNs with 20 ms added latency), scenarios P1–P8.
+//! pouchdb-server, the mock APNs with 20 ms added latency), scenarios P1–P10.
 //!
 //! It starts nothing but `pusherd` children, the bare baseline consumer (this binary's
 //! `amqp-consumer` subcommand) and an in-process mock APNs; the services come from
@@ -35,7 +35,8 @@ struct Cli {
     /// PUSHER_PREFETCH for pusherd, and the baseline consumer's prefetch.
     #[arg(long, default_value_t = 200)]
     prefetch: u16,
-    /// Scenario groups to run: p1, p23, p456, p8 (default: all; P7 comes from every start).
+    /// Scenario groups to run: p1, p23, p456, p8, p9, p10 (default: all; P7 comes from
+    /// every start).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -117,6 +118,8 @@ async fn run(cli: Cli) -> Result<()> {
         p23: has("p23"),
         p456: has("p456") || has("p8"),
         p8: has("p8"),
+        p9: has("p9"),
+        p10: has("p10"),
     };
     let machine = machine();
     let started = Instant::now();
@@ -157,12 +160,25 @@ async fn run(cli: Cli) -> Result<()> {
             eprintln!("==> P8: three instances");
             bench.p8().await.context("P8")?;
         }
+        if select.p9 {
+            eprintln!("==> P9: registration storm on a cold cache with a CouchDB outage");
+            bench.p9().await.context("P9")?;
+        }
+        if select.p10 {
+            eprintln!("==> P10: many account databases");
+            bench.p10().await.context("P10")?;
+        }
         anyhow::Ok(())
     }
     .await;
     bench.p7();
     let mut rows = bench.rows.clone();
-    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    // By number: P10 after P9.
+    rows.sort_by_key(|r| {
+        r.id.trim_start_matches('P')
+            .parse::<u32>()
+            .unwrap_or(u32::MAX)
+    });
     let mut out = String::new();
     out.push_str(&format!(
         "Run {date}, {:.0} s, scale {}, prefetch {}; {machine}.\n\n",

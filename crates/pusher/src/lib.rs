@@ -104,11 +104,13 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     }));
     let endpoint_couch = couch.clone();
     let legacy = Arc::new(legacy::LegacyPushResp::new(config.clone(), &settings.node));
+    let devices = Arc::new(register::device_cache::DeviceCache::new(
+        couch.clone(),
+        background.clone(),
+    ));
+    state.metrics.show_device_cache_feed(devices.feed_cell());
     let registrar = Arc::new(register::Registrar::new(register::RegistrarParts {
-        devices: Arc::new(register::device_cache::DeviceCache::new(
-            couch.clone(),
-            background.clone(),
-        )),
+        devices,
         couch,
         config,
         retry_budget: settings.retry_budget,

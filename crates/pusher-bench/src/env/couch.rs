@@ -77,10 +77,15 @@ impl Couch {
     /// Creates `n` device docs `dev-<i>` (optionally with a `push` object) in one bulk call;
     /// replaces nothing (fresh ids).
     pub async fn bulk_put(&self, docs: &[Value]) -> Result<()> {
+        self.bulk_put_in(&self.db_url(), docs).await
+    }
+
+    /// [`Couch::bulk_put`] into the database at `db_url`.
+    pub async fn bulk_put_in(&self, db_url: &str, docs: &[Value]) -> Result<()> {
         for chunk in docs.chunks(500) {
             let resp = self
                 .http
-                .post(format!("{}/_bulk_docs", self.db_url()))
+                .post(format!("{db_url}/_bulk_docs"))
                 .json(&json!({ "docs": chunk }))
                 .send()
                 .await?;
@@ -89,6 +94,11 @@ impl Couch {
             }
         }
         Ok(())
+    }
+
+    /// URL of another database.
+    pub fn url_of(&self, db: &str) -> String {
+        format!("{}/{}", self.url, pusher_io::couch::encode_segment(db))
     }
 
     /// Every doc of the account database.

@@ -3,6 +3,7 @@
 //! APNs, and `pusherd` child processes.
 
 mod couch;
+mod proxy;
 mod pusherd;
 mod rabbit;
 
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 pub use couch::Couch;
+pub use proxy::CutProxy;
 pub use pusherd::{Pusherd, PusherdConfig};
 pub use rabbit::{Broker, Vhost};
 

@@ -3,12 +3,14 @@
 
 //!
 //! This module holds the shared [`Bench`] world and its helpers; `registration` (P1–P3),
-//! `push` (P4–P6) and `multi` (P8) each add their scenarios to it; P7 is measured here
-//! from every start.
+//! `push` (P4–P6), `multi` (P8), `storm` (P9) and `accounts` (P10) each add their scenarios to it;
+//! P7 is measured here from every start.
 
+mod accounts;
 mod multi;
 mod push;
 mod registration;
+mod storm;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -40,6 +42,12 @@ pub struct Counts {
     pub p8: u64,
     /// Devices in the account.
     pub devices: u64,
+    /// P9: devices in the storm.
+    pub p9: u64,
+    /// P9: how long CouchDB is unreachable.
+    pub p9_outage: Duration,
+    /// P10: account databases.
+    pub p10_dbs: u64,
 }
 
 impl Counts {
@@ -54,6 +62,9 @@ impl Counts {
             p5_secs: ((5.0 * scale).round() as u64).clamp(2, 30),
             p8: s(30_000.0),
             devices: 1_000,
+            p9: s(10_000.0),
+            p9_outage: Duration::from_secs((30.0 * scale).round().clamp(5.0, 30.0) as u64),
+            p10_dbs: s(10_000.0),
         }
     }
 }
@@ -69,6 +80,10 @@ pub struct Select {
     pub p456: bool,
     /// P8.
     pub p8: bool,
+    /// P9.
+    pub p9: bool,
+    /// P10.
+    pub p10: bool,
 }
 
 /// Everything a run needs.

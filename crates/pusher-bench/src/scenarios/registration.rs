@@ -206,14 +206,14 @@ impl Bench {
 
 /// Registrations that ended, from a `/metrics` body: every `pusher_reg_success_total`
 /// outcome but `parked`, plus every `pusher_parked_registrations_total` outcome.
-fn ended_registrations(metrics: &str) -> u64 {
+pub(super) fn ended_registrations(metrics: &str) -> u64 {
     let direct = metric_sum(metrics, "pusher_reg_success_total{", "")
         - metric_sum(metrics, "pusher_reg_success_total{", "outcome=\"parked\"");
     direct + metric_sum(metrics, "pusher_parked_registrations_total{", "")
 }
 
 /// Sum of the samples whose line starts with `prefix` and contains `label`.
-fn metric_sum(metrics: &str, prefix: &str, label: &str) -> u64 {
+pub(super) fn metric_sum(metrics: &str, prefix: &str, label: &str) -> u64 {
     metrics
         .lines()
         .filter(|l| l.starts_with(prefix) && l.contains(label))

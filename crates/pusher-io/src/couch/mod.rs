@@ -14,7 +14,8 @@
 //!
 //! Layout: this file holds the error, the result types and the client's construction;
 //! `http` the request plumbing every call shares, `db` the server and database calls,
-//! `docs` the document and attachment calls, `view` view and `_all_docs` reads, `counts` the request counters
+//! `feeds` the change feeds (`_changes`, `_db_updates`), `docs` the document and
+//! attachment calls, `view` view and `_all_docs` reads, `counts` the request counters
 //! ([`CouchClient::request_counts`]).
 
 use std::sync::Arc;
@@ -27,11 +28,13 @@ use serde_json::Value;
 mod counts;
 mod db;
 mod docs;
+mod feeds;
 mod http;
 mod view;
 
 pub use counts::{Answer, Op, RequestCounts};
 pub use docs::{BulkItem, Written};
+pub use feeds::{DbEvent, DbUpdates};
 
 /// Everything that is not unreserved in RFC 3986 is encoded, including `/` and `+`.
 const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC

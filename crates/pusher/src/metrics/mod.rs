@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use pusher_io::couch::RequestCounts;
 
+use crate::register::device_cache::{FeedCell, FeedMode};
+
 pub use series::{BUCKETS, CounterVec, Histogram, HistogramVec};
 use text::{counters, family, histograms, sample, scalar};
 
@@ -67,6 +69,9 @@ pub struct Metrics {
     /// `pusher_couch_requests_total{op,answer}`: the counters of the service's CouchDB
     /// client, set once at start ([`Metrics::count_couch_requests`]).
     pub couch_requests: OnceLock<Arc<RequestCounts>>,
+    /// `pusher_device_cache_feed{mode}`: which feed keeps the device cache right, set
+    /// once at start ([`Metrics::show_device_cache_feed`]).
+    pub device_cache_feed: OnceLock<Arc<FeedCell>>,
 }
 
 /// Values read at scrape time from elsewhere (state flags, the config snapshot).
@@ -101,6 +106,12 @@ impl Metrics {
     /// `pusher_couch_requests_total`; only the first call counts.
     pub fn count_couch_requests(&self, counts: Arc<RequestCounts>) {
         let _ = self.couch_requests.set(counts);
+    }
+
+    /// Exposes the device cache's feed mode as `pusher_device_cache_feed`; only the
+    /// first call counts.
+    pub fn show_device_cache_feed(&self, cell: Arc<FeedCell>) {
+        let _ = self.device_cache_feed.set(cell);
     }
 
     /// The text exposition of every family.
@@ -184,6 +195,24 @@ impl Metrics {
             &["result"],
             &self.device_cache,
         );
+        family(
+            &mut out,
+            "pusher_device_cache_feed",
+            "gauge",
+            "The feed that keeps the device cache right: the server's _db_updates (1) or one _changes feed per cached database (1); both 0 until the server answered.",
+        );
+        if let Some(cell) = self.device_cache_feed.get() {
+            let now = cell.get();
+            for mode in FeedMode::ALL {
+                let on = if now == Some(mode) { 1.0 } else { 0.0 };
+                sample(
+                    &mut out,
+                    "pusher_device_cache_feed",
+                    &[("mode", mode.as_str())],
+                    on,
+                );
+            }
+        }
         counters(
             &mut out,
             "pusher_pushes_total",

@@ -25,7 +25,7 @@ use crate::helpers::{
 };
 
 /// Polls `probe` until it gives a value, failing the test after `limit`.
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+pub(crate) async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,

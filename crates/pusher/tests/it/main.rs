@@ -6,6 +6,7 @@ mod binary;
 mod cache;
 mod config_reload;
 mod ctl;
+mod db_updates;
 mod endpoint;
 mod faults;
 mod helpers;
