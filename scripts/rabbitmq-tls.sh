@@ -2,8 +2,14 @@
 # Two extra RabbitMQ nodes that speak only TLS, on loopback, for the amqps:// tests
 # (crates/pusher/tests/it/amqps.rs), beside the plain node of scripts/services.sh:
 #
-#   tls   127.0.0.1:5681  server certificate only (the client verifies the broker)
-#   mtls  127.0.0.1:5682  client certificate required (verify_peer, fail_if_no_peer_cert)
+#   tls   127.0.0.1:<port>    server certificate only (the client verifies the broker)
+#   mtls  127.0.0.1:<port+1>  client certificate required (verify_peer, fail_if_no_peer_cert)
+#
+# The nodes belong to this checkout: their names (pusher_tls_<id>, pusher_mtls_<id>) and
+# ports (AMQPS <port>, <port>+1, Erlang distribution <port>+2, <port>+3, between 20000
+# and 31999) derive from the checkout's path, so two checkouts (a clone beside a working
+# tree, two CI runs) never reuse each other's nodes, whose certificates come from another
+# throw-away CA. `up` prints the names and ports.
 #
 # Both use the test PKI the tests generate (pusher-sandbox's TestPki: ca.pem, server.pem
 # for 127.0.0.1/localhost, server-key.pem); `up PKI_DIR` copies those three files for
@@ -27,16 +33,21 @@ LOCK_FILE="$REPO_ROOT/.run/rabbitmq-tls.lock"
 START_TIMEOUT=90
 HOST_SHORT=$(hostname -s)
 
+# This checkout's id and port block (see the header).
+CHECKOUT_ID=$(printf '%s' "$REPO_ROOT" | cksum | cut -d' ' -f1)
+CHECKOUT_ID=$((CHECKOUT_ID % 3000))
+BASE_PORT=$((20000 + CHECKOUT_ID * 4))
+
 # name, AMQPS port, Erlang distribution port, ssl_options.verify, fail_if_no_peer_cert
 NODES=(
-    "tls 5681 25681 verify_none false"
-    "mtls 5682 25682 verify_peer true"
+    "tls $BASE_PORT $((BASE_PORT + 2)) verify_none false"
+    "mtls $((BASE_PORT + 1)) $((BASE_PORT + 3)) verify_peer true"
 )
 
 export ERL_EPMD_ADDRESS=127.0.0.1
 export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
 
-node_name() { printf 'pusher_%s@%s' "$1" "$HOST_SHORT"; }
+node_name() { printf 'pusher_%s_%s@%s' "$1" "$CHECKOUT_ID" "$HOST_SHORT"; }
 
 is_ours() { [[ -f $STATE_FILE ]] && grep -qx -- "$1" "$STATE_FILE"; }
 
@@ -214,7 +225,7 @@ up() {
         fi
         sleep 0.25
     done
-    log "RabbitMQ TLS nodes ready on 127.0.0.1:5681 (tls) and :5682 (mtls) in $(elapsed_since "$t0")"
+    log "RabbitMQ TLS nodes ready on 127.0.0.1:$BASE_PORT (tls) and :$((BASE_PORT + 1)) (mtls) in $(elapsed_since "$t0")"
     print_env
 }
 
@@ -248,9 +259,9 @@ status() {
 
 print_env() {
     printf "export PUSHER_TEST_AMQPS_NODE='%s'\n" "$(node_name tls)"
-    printf "export PUSHER_TEST_AMQPS_PORT='%s'\n" 5681
+    printf "export PUSHER_TEST_AMQPS_PORT='%s'\n" "$BASE_PORT"
     printf "export PUSHER_TEST_AMQPS_MTLS_NODE='%s'\n" "$(node_name mtls)"
-    printf "export PUSHER_TEST_AMQPS_MTLS_PORT='%s'\n" 5682
+    printf "export PUSHER_TEST_AMQPS_MTLS_PORT='%s'\n" "$((BASE_PORT + 1))"
 }
 
 main() {
