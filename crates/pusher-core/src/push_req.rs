@@ -132,17 +132,25 @@ impl PushReq {
     /// Reads a `push_req` body; `now_unix_ms` is the current Unix time in milliseconds,
     /// stored as `Payload.utc_unix_timestamp_ms` (a string) unless the payload has one.
     pub fn from_json(v: &Value, now_unix_ms: u64) -> Result<PushReq, PushReqError> {
-        let map = v.as_object().ok_or(PushReqError::NotAnObject)?;
-        let token_id = required(map, "Token-ID")?;
-        let token_type = TokenType::parse(required(map, "Token-Type")?)?;
-        let token_app = required(map, "Token-App")?;
+        if !v.is_object() {
+            return Err(PushReqError::NotAnObject);
+        }
+        PushReq::from_fields(PushFields::of(v), now_unix_ms)
+    }
+
+    /// [`PushReq::from_json`] on the fields already read from the body (moved, not
+    /// copied): the same rules and errors.
+    pub fn from_fields(f: PushFields, now_unix_ms: u64) -> Result<PushReq, PushReqError> {
+        let token_id = required(&f.token_id, "Token-ID")?;
+        let token_type = TokenType::parse(required(&f.token_type, "Token-Type")?)?;
+        let token_app = required(&f.token_app, "Token-App")?;
         check_token_id(token_id)?;
         if !valid_token_app(token_app) {
             return Err(PushReqError::InvalidField("Token-App"));
         }
-        let mut payload = match map.get("Payload") {
+        let mut payload = match f.payload {
             None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(p)) => p.clone(),
+            Some(Value::Object(p)) => p,
             Some(_) => return Err(PushReqError::InvalidField("Payload")),
         };
         if !payload.contains_key(TIMESTAMP_KEY) {
@@ -151,20 +159,24 @@ impl PushReq {
                 Value::String(now_unix_ms.to_string()),
             );
         }
-        let string = |name: &str| map.get(name).and_then(Value::as_str).map(str::to_string);
-        let non_empty = |name: &str| string(name).filter(|s| !s.is_empty());
-        let present = |name: &str| map.get(name).filter(|v| !v.is_null()).cloned();
+        let string = |v: Option<Value>| match v {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        };
+        let non_empty = |v: Option<Value>| string(v).filter(|s| !s.is_empty());
+        let present = |v: Option<Value>| v.filter(|v| !v.is_null());
+        let owned = |v: Option<Value>| string(v).unwrap_or_default();
         Ok(PushReq {
-            token_id: token_id.to_string(),
+            token_id: owned(f.token_id),
             token_type,
-            token_app: token_app.to_string(),
-            call_id: string("Call-ID"),
-            msg_id: string("Msg-ID"),
-            account_id: non_empty("Account-ID"),
-            endpoint_id: non_empty("Endpoint-ID"),
-            alert_key: string("Alert-Key"),
-            alert_params: present("Alert-Params"),
-            sound: present("Sound"),
+            token_app: owned(f.token_app),
+            call_id: string(f.call_id),
+            msg_id: string(f.msg_id),
+            account_id: non_empty(f.account_id),
+            endpoint_id: non_empty(f.endpoint_id),
+            alert_key: string(f.alert_key),
+            alert_params: present(f.alert_params),
+            sound: present(f.sound),
             payload,
         })
     }
@@ -176,8 +188,8 @@ impl PushReq {
 }
 
 /// A required non-empty string field.
-fn required<'a>(map: &'a Map<String, Value>, name: &'static str) -> Result<&'a str, PushReqError> {
-    match map.get(name) {
+fn required<'a>(v: &'a Option<Value>, name: &'static str) -> Result<&'a str, PushReqError> {
+    match v {
         None | Some(Value::Null) => Err(PushReqError::Missing(name)),
         Some(Value::String(s)) if s.is_empty() => Err(PushReqError::Missing(name)),
         Some(Value::String(s)) => Ok(s),
@@ -217,8 +229,8 @@ pub fn valid_token_app(app: &str) -> bool {
 /// When the requester says it sent the request: `Payload.utc_unix_timestamp_ms` as it came
 /// (a digit string, as Kazoo writes it, or a JSON integer), before [`PushReq::from_json`]
 /// adds one of its own. Kamailio sends none.
-pub fn requester_timestamp_ms(body: &Value) -> Option<u64> {
-    match body.get("Payload")?.get(TIMESTAMP_KEY)? {
+pub fn requester_timestamp_ms(body: &impl BodyFields) -> Option<u64> {
+    match body.field("Payload")?.get(TIMESTAMP_KEY)? {
         Value::String(s) => s.trim().parse().ok(),
         Value::Number(n) => n.as_u64(),
         _ => None,
@@ -247,8 +259,8 @@ pub struct Echo {
 
 impl Echo {
     /// Reads the envelope of a request body (non-string fields count as absent).
-    pub fn of(body: &Value) -> Echo {
-        let string = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
+    pub fn of(body: &impl BodyFields) -> Echo {
+        let string = |name: &str| body.field(name).and_then(Value::as_str).map(str::to_string);
         Echo {
             msg_id: string("Msg-ID"),
             call_id: string("Call-ID"),
@@ -290,6 +302,196 @@ pub fn push_resp(request: &Echo, verdict: &PushVerdict<'_>, node: &str, version:
         "App-Name": "pusherd",
         "App-Version": version,
     })
+}
+
+/// Read access to the top-level fields of a message body: the whole JSON [`Value`], or
+/// the [`PushFields`] read straight from the bytes.
+pub trait BodyFields {
+    /// The field `name` as sent (`None` when absent or when the body is not an object).
+    fn field(&self, name: &str) -> Option<&Value>;
+}
+
+impl BodyFields for Value {
+    fn field(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
+}
+
+/// The top-level fields the `push_req` path reads (the envelope, [`PushReq`], [`Echo`],
+/// the legacy answer's `Server-ID`), read from the body bytes in one pass without
+/// building the whole document: other fields are parsed (so a body this accepts is one
+/// `serde_json::Value` accepts too) and dropped. A repeated key keeps its last value, as
+/// in a [`Value`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PushFields {
+    /// `Event-Category`.
+    pub event_category: Option<Value>,
+    /// `Event-Name`.
+    pub event_name: Option<Value>,
+    /// `Msg-ID`.
+    pub msg_id: Option<Value>,
+    /// `Call-ID`.
+    pub call_id: Option<Value>,
+    /// `Server-ID`.
+    pub server_id: Option<Value>,
+    /// `Token-ID`.
+    pub token_id: Option<Value>,
+    /// `Token-Type`.
+    pub token_type: Option<Value>,
+    /// `Token-App`.
+    pub token_app: Option<Value>,
+    /// `Account-ID`.
+    pub account_id: Option<Value>,
+    /// `Endpoint-ID`.
+    pub endpoint_id: Option<Value>,
+    /// `Alert-Key`.
+    pub alert_key: Option<Value>,
+    /// `Alert-Params`.
+    pub alert_params: Option<Value>,
+    /// `Sound`.
+    pub sound: Option<Value>,
+    /// `Payload`.
+    pub payload: Option<Value>,
+    /// [`REPLY_TO_FIELD`].
+    pub reply_to: Option<Value>,
+}
+
+/// The names of [`PushFields`], in the order of [`PushFields::slot`].
+const PUSH_FIELD_NAMES: [&str; 15] = [
+    "Event-Category",
+    "Event-Name",
+    "Msg-ID",
+    "Call-ID",
+    "Server-ID",
+    "Token-ID",
+    "Token-Type",
+    "Token-App",
+    "Account-ID",
+    "Endpoint-ID",
+    "Alert-Key",
+    "Alert-Params",
+    "Sound",
+    "Payload",
+    REPLY_TO_FIELD,
+];
+
+impl PushFields {
+    /// Reads a `notification`/`push_req` body from its (inflated) bytes; `None` when the
+    /// bytes are not a JSON object or not a `push_req` (the caller then reads them as a
+    /// [`Value`], which reports why).
+    pub fn parse_push_req(bytes: &[u8]) -> Option<PushFields> {
+        // Whole-body UTF-8 check first, as `serde_json::from_slice::<Value>` rejects
+        // invalid UTF-8 even in fields this skips.
+        let text = std::str::from_utf8(bytes).ok()?;
+        let f: PushFields = serde_json::from_str(text).ok()?;
+        let is = |v: &Option<Value>, want: &str| v.as_ref().and_then(Value::as_str) == Some(want);
+        (is(&f.event_category, "notification") && is(&f.event_name, "push_req")).then_some(f)
+    }
+
+    /// Copies the fields out of a body (all absent when it is not an object).
+    pub fn of(body: &Value) -> PushFields {
+        let mut f = PushFields::default();
+        for (i, name) in PUSH_FIELD_NAMES.iter().enumerate() {
+            if let Some(slot) = f.slot(i) {
+                *slot = body.get(*name).cloned();
+            }
+        }
+        f
+    }
+
+    /// The field at index `i` of [`PUSH_FIELD_NAMES`].
+    fn slot(&mut self, i: usize) -> Option<&mut Option<Value>> {
+        Some(match i {
+            0 => &mut self.event_category,
+            1 => &mut self.event_name,
+            2 => &mut self.msg_id,
+            3 => &mut self.call_id,
+            4 => &mut self.server_id,
+            5 => &mut self.token_id,
+            6 => &mut self.token_type,
+            7 => &mut self.token_app,
+            8 => &mut self.account_id,
+            9 => &mut self.endpoint_id,
+            10 => &mut self.alert_key,
+            11 => &mut self.alert_params,
+            12 => &mut self.sound,
+            13 => &mut self.payload,
+            14 => &mut self.reply_to,
+            _ => return None,
+        })
+    }
+}
+
+impl BodyFields for PushFields {
+    fn field(&self, name: &str) -> Option<&Value> {
+        let i = PUSH_FIELD_NAMES.iter().position(|n| *n == name)?;
+        // `slot` needs `&mut`; a clone-free read goes through the same table.
+        let v = match i {
+            0 => &self.event_category,
+            1 => &self.event_name,
+            2 => &self.msg_id,
+            3 => &self.call_id,
+            4 => &self.server_id,
+            5 => &self.token_id,
+            6 => &self.token_type,
+            7 => &self.token_app,
+            8 => &self.account_id,
+            9 => &self.endpoint_id,
+            10 => &self.alert_key,
+            11 => &self.alert_params,
+            12 => &self.sound,
+            13 => &self.payload,
+            _ => &self.reply_to,
+        };
+        v.as_ref()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PushFields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// Visits the body object, keeping the [`PUSH_FIELD_NAMES`].
+struct FieldsVisitor;
+
+/// A key of the body: the index of a kept field, or another key.
+struct Key(Option<usize>);
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Key, E> {
+                Ok(Key(PUSH_FIELD_NAMES.iter().position(|n| *n == s)))
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+    type Value = PushFields;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<PushFields, A::Error> {
+        let mut f = PushFields::default();
+        while let Some(Key(i)) = map.next_key()? {
+            let v: Value = map.next_value()?;
+            if let Some(slot) = i.and_then(|i| f.slot(i)) {
+                *slot = Some(v);
+            }
+        }
+        Ok(f)
+    }
 }
 
 #[cfg(test)]
@@ -580,5 +782,33 @@ mod tests {
             push_resp(&Echo::of(&json!({})), &verdict, "n", "v")["Msg-ID"],
             Value::Null
         );
+    }
+
+    #[test]
+    fn fields_read_from_bytes_are_those_of_the_value() {
+        let body = fixture_body();
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let fields = PushFields::parse_push_req(&bytes).expect("a push_req");
+        assert_eq!(fields, PushFields::of(&body));
+        assert_eq!(
+            PushReq::from_fields(fields, 1).unwrap(),
+            PushReq::from_json(&body, 1).unwrap()
+        );
+        // Last of a repeated key wins, as in a Value; null is kept as sent.
+        let dup = br#"{"Event-Category":"notification","Event-Name":"push_req",
+            "Token-ID":"a","Token-ID":"b","Sound":null}"#;
+        let fields = PushFields::parse_push_req(dup).unwrap();
+        assert_eq!(fields.token_id, Some(json!("b")));
+        assert_eq!(fields.sound, Some(Value::Null));
+        // Not a push_req, or not what a Value accepts: left to the Value path.
+        for other in [
+            &br#"{"Event-Category":"directory","Event-Name":"reg_success"}"#[..],
+            br#"{"Event-Category":"notification","Event-Name":"push_req","X":1e400}"#,
+            b"{\"Event-Category\":\"notification\",\"Event-Name\":\"push_req\",\"X\":\"\xff\"}",
+            br#"[1]"#,
+            br#"{"Event-Category":"notification","Event-Name":"push_req"} x"#,
+        ] {
+            assert_eq!(PushFields::parse_push_req(other), None);
+        }
     }
 }

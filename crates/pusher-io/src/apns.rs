@@ -267,6 +267,9 @@ pub struct ClientConfig {
 pub struct Client {
     http: reqwest::Client,
     base_url: String,
+    /// `base_url` parsed once, when it is a plain `scheme://host[:port][/path]`: each
+    /// request then only sets its path instead of parsing the whole URL again.
+    base: Option<reqwest::Url>,
     signer: Option<std::sync::Arc<TokenSigner>>,
 }
 
@@ -293,9 +296,14 @@ impl Client {
             Auth::Token(s) => signer = Some(s),
         }
         let http = b.build().map_err(|e| Error::Client(e.to_string()))?;
+        let base_url = cfg.base_url.trim_end_matches('/').to_string();
+        let base = reqwest::Url::parse(&base_url)
+            .ok()
+            .filter(|u| u.query().is_none() && u.fragment().is_none());
         Ok(Self {
             http,
-            base_url: cfg.base_url.trim_end_matches('/').to_string(),
+            base_url,
+            base,
             signer,
         })
     }
@@ -314,9 +322,18 @@ impl Client {
 
     /// Sends one push; HTTP errors are a [`Response`], only transport failures are `Err`.
     pub async fn send(&self, req: &ApnsRequest) -> Result<Response> {
-        let mut rb = self
-            .http
-            .post(format!("{}{}", self.base_url, req.path))
+        let rb = match &self.base {
+            Some(base) => {
+                let mut url = base.clone();
+                match base.path() {
+                    "/" | "" => url.set_path(&req.path),
+                    prefix => url.set_path(&format!("{prefix}{}", req.path)),
+                }
+                self.http.post(url)
+            }
+            None => self.http.post(format!("{}{}", self.base_url, req.path)),
+        };
+        let mut rb = rb
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(req.body.clone());
         for (name, value) in &req.headers {

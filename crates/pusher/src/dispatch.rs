@@ -16,7 +16,7 @@ use std::time::Instant;
 use pusher_core::endpoint_push::{self, EndpointPushReq, ReplyTo};
 use pusher_core::envelope::{self, Event};
 use pusher_core::legacy_resp::Waiting;
-use pusher_core::push_req::{self, Echo, PushReq, PushVerdict};
+use pusher_core::push_req::{self, Echo, PushFields, PushReq, PushVerdict};
 use pusher_core::redelivery::Arrival;
 use pusher_core::reg_success::RegSuccess;
 use pusher_io::amqp::{self, DecodeError};
@@ -135,6 +135,32 @@ pub enum Message {
 }
 
 impl Message {
+    /// Reads a delivery's body: a `push_req` straight from the bytes into the fields it
+    /// uses ([`PushFields`]), anything else (or what that cannot read) as a whole
+    /// [`Value`], which also says why a body is undecodable.
+    pub fn read(msg: &Incoming) -> Result<Message, DecodeError> {
+        let bytes = amqp::body_bytes(
+            msg.content_type.as_deref(),
+            msg.content_encoding.as_deref(),
+            &msg.data,
+        )?;
+        match PushFields::parse_push_req(&bytes) {
+            Some(fields) => Ok(Message::push_req(fields)),
+            None => Ok(Message::decode(amqp::json_object(&bytes)?)),
+        }
+    }
+
+    /// A `push_req` from its fields.
+    fn push_req(fields: PushFields) -> Message {
+        let echo = Echo::of(&fields);
+        let stamped = push_req::requester_timestamp_ms(&fields);
+        let waiting = Waiting::of(&fields);
+        let req = PushReq::from_fields(fields, crate::clock::unix_ms())
+            .map(Box::new)
+            .map_err(|e| e.to_string());
+        Message::PushReq(echo, stamped, req, waiting)
+    }
+
     /// Classifies and parses a body, once.
     pub fn decode(body: Value) -> Message {
         match envelope::classify(&body) {
@@ -147,14 +173,7 @@ impl Message {
                     error: e.to_string(),
                 }))
             }
-            Event::PushReq => Message::PushReq(
-                Echo::of(&body),
-                push_req::requester_timestamp_ms(&body),
-                PushReq::from_json(&body, crate::clock::unix_ms())
-                    .map(Box::new)
-                    .map_err(|e| e.to_string()),
-                Waiting::of(&body),
-            ),
+            Event::PushReq => Message::push_req(PushFields::of(&body)),
             Event::Other { category, name }
                 if category == endpoint_push::CATEGORY && name == endpoint_push::REQ_NAME =>
             {
@@ -217,19 +236,15 @@ impl Dispatcher {
     pub async fn process(&self, msg: &Incoming, cancel: &CancellationToken) -> Handled {
         let received = Instant::now();
         let m = &self.state.metrics;
-        let body = match amqp::decode_body(
-            msg.content_type.as_deref(),
-            msg.content_encoding.as_deref(),
-            &msg.data,
-        ) {
-            Ok(v) => v,
+        let message = match Message::read(msg) {
+            Ok(message) => message,
             Err(e) => {
                 m.consumed.inc(&["undecodable"]);
                 log_undecodable(msg, &e);
                 return Disposition::Ack.into();
             }
         };
-        match Message::decode(body) {
+        match message {
             Message::RegSuccess(reg) => {
                 m.consumed.inc(&["reg_success"]);
                 let (outcome, disposition) = match reg {

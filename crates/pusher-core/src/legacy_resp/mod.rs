@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::push_req::check_token_id;
+use crate::push_req::{BodyFields, check_token_id};
 
 /// How long a request waits for its device when `legacy_push_resp_wait_ms` is unset:
 /// Kamailio's `kazoo_query` timeout of 2015 (and the Erlang pusher's cache time).
@@ -67,15 +67,15 @@ pub struct Waiting {
 impl Waiting {
     /// Reads a `push_req` body; `None` unless it has a valid `Token-ID`, a `Msg-ID` and a
     /// `Server-ID` usable as a routing key (1–255 bytes, no control characters).
-    pub fn of(body: &Value) -> Option<Waiting> {
+    pub fn of(body: &impl BodyFields) -> Option<Waiting> {
         let id = |name: &str| {
-            body.get(name)
+            body.field(name)
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty() && s.len() <= MAX_ID_LEN)
                 .filter(|s| !s.chars().any(char::is_control))
                 .map(str::to_string)
         };
-        let token_id = body.get("Token-ID").and_then(Value::as_str)?;
+        let token_id = body.field("Token-ID").and_then(Value::as_str)?;
         check_token_id(token_id).ok()?;
         Some(Waiting {
             token_id: token_id.to_string(),

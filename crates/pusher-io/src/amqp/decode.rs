@@ -1,6 +1,7 @@
 //! Delivery bodies: content type, content encoding (gzip, bounded against bombs) and the
 //! JSON object every Kazoo message is.
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use serde_json::Value;
@@ -36,6 +37,16 @@ pub fn decode_body(
     content_encoding: Option<&str>,
     data: &[u8],
 ) -> Result<Value, DecodeError> {
+    json_object(&body_bytes(content_type, content_encoding, data)?)
+}
+
+/// The JSON bytes of a delivery body: the checks of [`decode_body`] but the JSON one,
+/// gzip inflated (borrowed when there was nothing to inflate).
+pub fn body_bytes<'a>(
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    data: &'a [u8],
+) -> Result<Cow<'a, [u8]>, DecodeError> {
     // An empty content type is the same as none (some publishers set "").
     if let Some(ct) = content_type.filter(|ct| !ct.trim().is_empty()) {
         let mime = ct.split(';').next().unwrap_or("").trim();
@@ -46,10 +57,9 @@ pub fn decode_body(
     if data.len() > MAX_BODY_BYTES {
         return Err(DecodeError::TooLarge);
     }
-    let inflated;
-    let bytes = match content_encoding.map(str::trim) {
-        None | Some("") => data,
-        Some(e) if e.eq_ignore_ascii_case("identity") => data,
+    match content_encoding.map(str::trim) {
+        None | Some("") => Ok(Cow::Borrowed(data)),
+        Some(e) if e.eq_ignore_ascii_case("identity") => Ok(Cow::Borrowed(data)),
         Some(e) if e.eq_ignore_ascii_case("gzip") => {
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(data)
@@ -59,11 +69,14 @@ pub fn decode_body(
             if out.len() > MAX_BODY_BYTES {
                 return Err(DecodeError::TooLarge);
             }
-            inflated = out;
-            &inflated
+            Ok(Cow::Owned(out))
         }
-        Some(other) => return Err(DecodeError::ContentEncoding(other.to_string())),
-    };
+        Some(other) => Err(DecodeError::ContentEncoding(other.to_string())),
+    }
+}
+
+/// The bytes as a JSON object (the last check of [`decode_body`]).
+pub fn json_object(bytes: &[u8]) -> Result<Value, DecodeError> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(v @ Value::Object(_)) => Ok(v),
         Ok(_) => Err(DecodeError::Json("not a JSON object".into())),

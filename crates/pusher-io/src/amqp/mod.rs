@@ -24,7 +24,7 @@ mod session;
 mod tls;
 mod topology;
 
-pub use decode::{DecodeError, MAX_BODY_BYTES, decode_body};
+pub use decode::{DecodeError, MAX_BODY_BYTES, body_bytes, decode_body, json_object};
 pub use publish::{Publisher, ReplyQueue};
 pub use session::{Broker, Consumer, Delivery, LegacyLink, QueueState, Replier, Settle};
 pub use topology::{

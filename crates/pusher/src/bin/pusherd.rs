@@ -231,7 +231,7 @@ fn run() -> ExitCode {
         }
     };
     let settings = loaded.settings;
-    pusher::telemetry::init(settings.log_json);
+    let _logs = pusher::telemetry::init(settings.log_json);
     for f in &loaded.files {
         tracing::info!(source = %f, "settings source");
     }
@@ -242,6 +242,7 @@ fn run() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
+            pusher::telemetry::flush();
             eprintln!("pusherd: cannot start the runtime: {e}");
             return ExitCode::from(2);
         }
@@ -267,6 +268,7 @@ fn run() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error.message = %e, error.cause_chain = ?e, "pusherd failed to start");
+            pusher::telemetry::flush();
             eprintln!("pusherd: {e:#}");
             ExitCode::from(2)
         }
