@@ -117,6 +117,13 @@ pub fn init(json: bool) -> LogGuard {
         if spawned.is_err() {
             eprintln!("pusherd: no log flusher thread; log lines reach stderr only at exit");
         }
+        // A panic prints to stderr at once: write the lines logged before it first, so
+        // they come out in order and survive even if the panic ends the process.
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            flush();
+            previous(info);
+        }));
     }
     LogGuard(())
 }
