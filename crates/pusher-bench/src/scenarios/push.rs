@@ -112,7 +112,8 @@ impl Bench {
             bench_cpu as f64 / n as f64
         ));
         let lower = h2.min(ceiling);
-        let ok4 = ours >= 5_000.0 && ours / lower >= 0.8;
+        // Issue #13: ≥ 5,000/s and ≥ 90 % (CPU per push ≤ 100 µs is in the notes below).
+        let ok4 = ours >= 5_000.0 && ours / lower >= 0.9;
         self.rows.push(Row {
             id: "P4".into(),
             scenario: "`push_req` → mock APNs (20 ms), one app".into(),
@@ -123,7 +124,7 @@ impl Bench {
                 rate(ceiling, "msg")
             ),
             ratio: pct(ours / lower),
-            target: "≥ 5,000/s and ≥ 80 % of the lower".into(),
+            target: "≥ 5,000/s and ≥ 90 % of the lower".into(),
             met: Some(ok4),
             dropped: format!(
                 "{} / {cdrop}",
