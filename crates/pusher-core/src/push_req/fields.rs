@@ -76,11 +76,20 @@ const PUSH_FIELD_NAMES: [&str; 15] = [
     REPLY_TO_FIELD,
 ];
 
+/// The `Event-Name` the typed read is for.
+const PUSH_REQ: &[u8] = b"push_req";
+
 impl PushFields {
     /// Reads a `notification`/`push_req` body from its (inflated) bytes; `None` when the
     /// bytes are not a JSON object or not a `push_req` (the caller then reads them as a
     /// [`Value`], which reports why).
     pub fn parse_push_req(bytes: &[u8]) -> Option<PushFields> {
+        // Most bodies are registrations: a body that does not even contain the name is
+        // not parsed twice (here, then as a `Value`). One that spells it with escapes
+        // still reaches the `Value` path, which classifies it all the same.
+        if !bytes.windows(PUSH_REQ.len()).any(|w| w == PUSH_REQ) {
+            return None;
+        }
         // Whole-body UTF-8 check first, as `serde_json::from_slice::<Value>` rejects
         // invalid UTF-8 even in fields this skips.
         let text = std::str::from_utf8(bytes).ok()?;

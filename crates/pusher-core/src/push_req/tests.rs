@@ -312,3 +312,22 @@ fn fields_read_from_bytes_are_those_of_the_value() {
         assert_eq!(PushFields::parse_push_req(other), None);
     }
 }
+
+#[test]
+fn only_bodies_naming_push_req_take_the_typed_read() {
+    let reg =
+        serde_json::from_str::<Value>(FIXTURES.lines().next().unwrap()).unwrap()["body"].clone();
+    assert_eq!(reg["Event-Name"], "reg_success");
+    let reg_bytes = serde_json::to_vec(&reg).unwrap();
+    assert!(PushFields::parse_push_req(&reg_bytes).is_none());
+    let push_bytes = serde_json::to_vec(&fixture_body()).unwrap();
+    let fields = PushFields::parse_push_req(&push_bytes).expect("a push_req");
+    assert_eq!(fields.event_name, Some(json!("push_req")));
+    // Escaped, the name is not found by the pre-check: the caller's `Value` path reads it.
+    let escaped = String::from_utf8(push_bytes)
+        .unwrap()
+        .replace("\"push_req\"", "\"push\\u005freq\"");
+    assert!(PushFields::parse_push_req(escaped.as_bytes()).is_none());
+    let v: Value = serde_json::from_str(&escaped).unwrap();
+    assert_eq!(v["Event-Name"], "push_req");
+}
