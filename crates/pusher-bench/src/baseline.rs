@@ -158,15 +158,20 @@ pub fn device_doc(id: &str) -> Value {
     })
 }
 
-/// Bare CouchDB PUT loop: `concurrency` workers, each owning the devices `i ≡ w (mod
-/// concurrency)` (no conflicts), each PUT a full device doc whose `push` object changed;
-/// `n` PUTs in all. Returns (elapsed, errors).
+/// Bare CouchDB PUT loop (the P3 and P9 baselines): `concurrency` workers write `n`
+/// push updates over `devices` round robin, each worker owning its devices so no PUT
+/// conflicts. The revisions are read first, untimed. With an `outage`, the loop runs
+/// through its proxy, which is cut once `after` PUTs have landed and restored `lasts`
+/// later; a failed PUT is then tried again every 50 ms (a 409 of a PUT that landed
+/// unanswered re-reads the revision), the least any writer could lose to the outage.
+/// Returns (elapsed, failed PUTs).
 pub async fn couch_put_loop(
     http: &reqwest::Client,
     db_url: &str,
     devices: &[String],
     n: u64,
     concurrency: usize,
+    outage: Option<Outage<'_>>,
 ) -> Result<(Duration, u64)> {
     // Untimed: read each device's current revision.
     let mut docs = Vec::with_capacity(devices.len());
@@ -185,10 +190,12 @@ pub async fn couch_put_loop(
         owned[i % concurrency].push(d);
     }
     let jobs = Jobs::new(n);
+    let landed = Arc::new(AtomicU64::new(0));
+    let retry = outage.is_some();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for mut mine in owned.into_iter().filter(|m| !m.is_empty()) {
-        let (http, jobs) = (http.clone(), jobs.clone());
+        let (http, jobs, landed) = (http.clone(), jobs.clone(), landed.clone());
         let db_url = db_url.to_string();
         tasks.spawn(async move {
             let mut k = 0usize;
@@ -199,19 +206,55 @@ pub async fn couch_put_loop(
                 doc["push"] = json!({"Token-App": "org.myorg.myapp", "Token-Type": "apple",
                     "Token-ID": format!("base{i}"), "Token-Proxy": "sip:127.0.0.1:5060"});
                 let id = doc["_id"].as_str().unwrap_or_default().to_string();
-                let r = http.put(format!("{db_url}/{id}")).json(&*doc).send().await;
-                match r {
-                    Ok(r) if r.status().is_success() => {
-                        let v: Value = r.json().await.unwrap_or_default();
-                        doc["_rev"] = v["rev"].clone();
+                loop {
+                    let r = http.put(format!("{db_url}/{id}")).json(&*doc).send().await;
+                    match r {
+                        Ok(r) if r.status().is_success() => {
+                            let v: Value = r.json().await.unwrap_or_default();
+                            doc["_rev"] = v["rev"].clone();
+                            landed.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        _ if !retry => {
+                            jobs.record(false);
+                            break;
+                        }
+                        Ok(r) if r.status() == reqwest::StatusCode::CONFLICT => {
+                            let now = http.get(format!("{db_url}/{id}")).send().await;
+                            if let Ok(now) = now
+                                && let Ok(now) = now.json::<Value>().await
+                            {
+                                doc["_rev"] = now["_rev"].clone();
+                            }
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
                     }
-                    _ => jobs.record(false),
                 }
             }
         });
     }
+    if let Some(outage) = outage {
+        while landed.load(Ordering::Relaxed) < outage.after && !tasks.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        outage.proxy.set_cut(true);
+        tokio::time::sleep(outage.lasts).await;
+        outage.proxy.set_cut(false);
+    }
     while tasks.join_next().await.is_some() {}
     Ok((started.elapsed(), jobs.failed()))
+}
+
+/// A CouchDB outage in a bare PUT loop: through `proxy`, cut once `after` PUTs landed,
+/// for `lasts`.
+#[derive(Debug, Clone, Copy)]
+pub struct Outage<'a> {
+    /// The proxy the loop's URL points at.
+    pub proxy: &'a crate::env::CutProxy,
+    /// PUTs landed before the cut.
+    pub after: u64,
+    /// How long CouchDB stays unreachable.
+    pub lasts: Duration,
 }
 
 /// Bare CouchDB GET loop (what P2 costs per message without a cache): `concurrency`

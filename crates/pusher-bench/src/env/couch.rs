@@ -98,7 +98,16 @@ impl Couch {
 
     /// URL of another database.
     pub fn url_of(&self, db: &str) -> String {
-        format!("{}/{}", self.url, pusher_io::couch::encode_segment(db))
+        self.url_of_at(&self.url, db)
+    }
+
+    /// The URL of database `db` on the server at `base` (this one, or a proxy of it).
+    pub fn url_of_at(&self, base: &str, db: &str) -> String {
+        format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            pusher_io::couch::encode_segment(db)
+        )
     }
 
     /// Every doc of the account database.

@@ -129,7 +129,11 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let warm_ended = ended_registrations(&warm);
-        let warm_gets = metric_sum(&warm, "pusher_couch_requests_total{", "op=\"get_doc\"");
+        let reads = |text: &str| {
+            metric_sum(text, "pusher_couch_requests_total{", "op=\"get_doc\"")
+                + metric_sum(text, "pusher_couch_requests_total{", "op=\"get_docs\"")
+        };
+        let warm_gets = reads(&warm);
         let before = self.rev_sum().await?;
         self.broker.reset_dropped().await?;
         let p = load::closed_loop(&self.broker, n, MAX_READY, |i| {
@@ -172,20 +176,26 @@ impl Bench {
             "outcome=\"superseded\"",
         );
         self.notes.push(format!(
-            "P3 CouchDB requests (pusherd /metrics) after a warm-up of {d} unchanged registrations ({warm_gets} GETs): get_doc {}, put_doc {}, bulk_docs {}; {conflicts} answered 409; {writes} device writes, {superseded} parked registrations superseded; ({:.2} device+index requests per changed registration).",
-            couch("get_doc") - warm_gets,
+            "P3 CouchDB requests (pusherd /metrics) after a warm-up of {d} unchanged registrations ({warm_gets} reads): reads (get_doc + get_docs) {}, put_doc {}, bulk_docs {}; {conflicts} answered 409; {writes} device writes, {superseded} parked registrations superseded; ({:.2} device+index requests per changed registration).",
+            reads(&metrics) - warm_gets,
             couch("put_doc"),
             couch("bulk_docs"),
-            (couch("get_doc") - warm_gets + couch("put_doc") + couch("bulk_docs")) as f64 / n as f64
+            (reads(&metrics) - warm_gets + couch("put_doc") + couch("bulk_docs")) as f64 / n as f64
         ));
         pd.stop().await?;
         let devices = self.device_ids();
         // Equal concurrency: pusherd writes registrations in at most half of its
         // prefetch window (the isolation rule keeps the other half for pushes).
         let writers = usize::from(self.prefetch / 2).max(1);
-        let (elapsed, errors) =
-            baseline::couch_put_loop(&self.couch.http, &self.couch.db_url(), &devices, n, writers)
-                .await?;
+        let (elapsed, errors) = baseline::couch_put_loop(
+            &self.couch.http,
+            &self.couch.db_url(),
+            &devices,
+            n,
+            writers,
+            None,
+        )
+        .await?;
         let bare = (n - errors) as f64 / secs(elapsed);
         self.notes.push(format!(
             "P3: {n} registrations, each a new token, over {d} devices; registrations ended (written, unchanged or superseded): {processed}; bare PUT loop: {n} PUTs at concurrency {writers}, pusherd's registration slots ({errors} errors).",

@@ -12,6 +12,8 @@ use reqwest::StatusCode;
 pub enum Op {
     /// `GET /db/doc`.
     GetDoc,
+    /// `POST /db/_all_docs` with `keys`: several documents in one read.
+    GetDocs,
     /// `PUT /db/doc`.
     PutDoc,
     /// `POST /db/_bulk_docs`.
@@ -28,8 +30,9 @@ pub enum Op {
 
 impl Op {
     /// Every op, in rendering order.
-    pub const ALL: [Op; 7] = [
+    pub const ALL: [Op; 8] = [
         Op::GetDoc,
+        Op::GetDocs,
         Op::PutDoc,
         Op::BulkDocs,
         Op::Changes,
@@ -42,6 +45,7 @@ impl Op {
     pub fn as_str(self) -> &'static str {
         match self {
             Op::GetDoc => "get_doc",
+            Op::GetDocs => "get_docs",
             Op::PutDoc => "put_doc",
             Op::BulkDocs => "bulk_docs",
             Op::Changes => "changes",

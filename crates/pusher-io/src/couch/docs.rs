@@ -57,6 +57,49 @@ impl CouchClient {
         }
     }
 
+    /// Reads the documents `ids` of `db` in one request (`POST _all_docs` with `keys`
+    /// and `include_docs=true`): one entry per id, in order, `None` for a document that
+    /// does not exist or was deleted, and all `None` when the database does not exist.
+    pub async fn get_docs(&self, db: &str, ids: &[String]) -> Result<Vec<Option<Value>>> {
+        let resp = self
+            .send(
+                Op::GetDocs,
+                self.request(
+                    Method::POST,
+                    self.url(&[db, "_all_docs"], "include_docs=true")?,
+                )
+                .json(&json!({ "keys": ids })),
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => return Ok(vec![None; ids.len()]),
+            s if s.is_success() => {}
+            _ => return Err(self.status_error(resp, "POST _all_docs").await),
+        }
+        let mut body = self.body_json(resp, "POST _all_docs").await?;
+        let Some(rows) = body.get_mut("rows").and_then(Value::as_array_mut) else {
+            return Err(Error::Decode {
+                what: "POST _all_docs".into(),
+                detail: "answer has no rows".into(),
+            });
+        };
+        // Rows come in the order of `keys`; each is matched by its key all the same.
+        let mut docs: Vec<Option<Value>> = vec![None; ids.len()];
+        for (i, row) in rows.iter_mut().enumerate() {
+            let doc = row.get_mut("doc").map(Value::take).filter(Value::is_object);
+            let Some(doc) = doc else { continue };
+            let at = match row.get("key").and_then(Value::as_str) {
+                Some(key) if ids.get(i).map(String::as_str) == Some(key) => Some(i),
+                Some(key) => ids.iter().position(|id| id == key),
+                None => None,
+            };
+            if let Some(at) = at {
+                docs[at] = Some(doc);
+            }
+        }
+        Ok(docs)
+    }
+
     /// Writes a document (its `_id` and, for an update, `_rev` must be set); returns
     /// the new revision, or [`Error::Conflict`].
     pub async fn put_doc(&self, db: &str, doc: &Value) -> Result<String> {

@@ -89,6 +89,10 @@ pub enum Error {
     /// doc id reads the database, as a database name the server root). Never sent.
     #[error("refusing CouchDB name {0:?}: empty, `.` and `..` name no database or document")]
     InvalidName(String),
+    /// One failure of a request made for several callers (a read serving many), as each
+    /// of them sees it.
+    #[error(transparent)]
+    Shared(Arc<Error>),
 }
 
 impl Error {
@@ -96,6 +100,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Unreachable { .. } | Error::TooManyConflicts(_) => true,
+            Error::Shared(e) => e.is_transient(),
             Error::Status { status, .. } => {
                 status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
             }

@@ -4,7 +4,8 @@
 //! refreshes that change nothing → the [`lot`] decides: write at once, park, or settle
 //! without update → read-modify-write of the device doc, starting from the copy the
 //! device cache keeps when it has one (then the write is one `PUT`; a 409 re-reads and
-//! re-applies) → the token index learns the token (written in batches, off this path).
+//! re-applies), or else from a read shared with the other devices of its database read
+//! meanwhile → the token index learns the token (written in batches, off this path).
 //! Transient failures (CouchDB down) are retried with capped, jittered backoff for at
 //! most the retry budget; then the registration is settled without update (the phone
 //! registers again within minutes).
@@ -16,13 +17,14 @@
 //! The parts, in the order a registration meets them: this module ([`Registrar`]: take
 //! a registration, write it at once or park it, drain the parked ones), `plan` (decide
 //! and ask the device cache: a [`Job`] or an end), [`lot`] (slots and the parking lot),
-//! `write` (one device, with retries), [`device_cache`], and `outcome` ([`RegOutcome`]
-//! and the log line of each end).
+//! `write` (one device, with retries), `reads` (device reads that share requests),
+//! [`device_cache`], and `outcome` ([`RegOutcome`] and the log line of each end).
 
 pub mod device_cache;
 pub mod lot;
 mod outcome;
 mod plan;
+mod reads;
 mod write;
 
 use std::sync::Arc;
@@ -37,6 +39,7 @@ use self::lot::{Lot, Offer};
 pub use self::outcome::RegOutcome;
 use self::outcome::{Who, log_outcome};
 pub use self::plan::Job;
+use self::reads::DocReads;
 use self::write::Interrupted;
 use crate::config::ConfigReceiver;
 use crate::dispatch::Disposition;
@@ -76,12 +79,14 @@ pub struct Registrar {
     state: Arc<State>,
     legacy: Arc<LegacyPushResp>,
     lot: Lot<Job>,
+    reads: DocReads,
 }
 
 impl Registrar {
     /// A registrar; call [`Registrar::drain`] in a task to write parked registrations.
     pub fn new(parts: RegistrarParts) -> Self {
         Self {
+            reads: DocReads::new(parts.couch.clone()),
             couch: parts.couch,
             config: parts.config,
             retry_budget: parts.retry_budget,
@@ -91,6 +96,12 @@ impl Registrar {
             legacy: parts.legacy,
             lot: Lot::new(parts.slots),
         }
+    }
+
+    /// Device reads queued behind a read of the same database in flight (they go out
+    /// together when it is answered).
+    pub fn reads_waiting(&self) -> usize {
+        self.reads.waiting()
     }
 
     /// Devices whose registration waits in the parking lot.

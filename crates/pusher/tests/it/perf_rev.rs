@@ -2,10 +2,11 @@
 //! revision that went stale costs, on pouchdb-server, counted with the CouchDB client's
 //! own request counters (the ones `/metrics` exposes as `pusher_couch_requests_total`).
 //!
-//! The registrar writes through a client of its own (counted); the device cache follows
-//! the account database's feed through a [`HoldProxy`], so the test can keep the feed's
-//! news from the cache while another writer changes the device doc directly in CouchDB:
-//! exactly the window in which a cached `_rev` is stale.
+//! The registrar reads and writes through a client of its own (counted) behind a
+//! [`HoldProxy`], so a test can hold its answers while registrations queue their reads;
+//! the device cache follows the account database's feed through another, so the test
+//! can keep the feed's news from the cache while another writer changes the device doc
+//! directly in CouchDB: exactly the window in which a cached `_rev` is stale.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -128,10 +129,11 @@ fn since(counts: &RequestCounts, before: &[(Op, Answer, u64)], op: Op, answer: A
 struct Rig {
     couch: CouchClient,
     counts: Arc<RequestCounts>,
-    registrar: Registrar,
+    registrar: Arc<Registrar>,
     devices: Arc<DeviceCache>,
     tokens: Arc<TokenIndex>,
     proxy: HoldProxy,
+    writes: HoldProxy,
     account_id: String,
     db: String,
     stop: CancellationToken,
@@ -140,6 +142,11 @@ struct Rig {
 
 impl Rig {
     async fn new() -> Self {
+        Self::with_slots(4).await
+    }
+
+    /// A rig whose registrar writes `slots` devices at once.
+    async fn with_slots(slots: usize) -> Self {
         init_tracing();
         let couch = CouchClient::new(&couch_url(), Duration::from_secs(10)).expect("couch client");
         couch
@@ -167,28 +174,32 @@ impl Rig {
             "zone-perf-rev",
         );
         let (config_tx, config_rx) = tokio::sync::watch::channel(Some(Arc::new(config)));
-        let tokens = Arc::new(TokenIndex::new(couch.clone()));
+        let writes = HoldProxy::start(upstream()).await;
+        let counted =
+            CouchClient::new(&writes.url(), Duration::from_secs(10)).expect("registrar client");
+        let tokens = Arc::new(TokenIndex::new(counted.clone()));
         let legacy = Arc::new(pusher::legacy::LegacyPushResp::new(
             config_rx.clone(),
             "pusher@perf-rev",
         ));
-        let registrar = Registrar::new(RegistrarParts {
-            couch: couch.clone(),
+        let registrar = Arc::new(Registrar::new(RegistrarParts {
+            couch: counted.clone(),
             legacy,
             config: config_rx,
             retry_budget: Duration::from_secs(20),
-            slots: 4,
+            slots,
             tokens: tokens.clone(),
             devices: devices.clone(),
             state: Arc::new(State::default()),
-        });
+        }));
         Self {
-            counts: couch.request_counts(),
+            counts: counted.request_counts(),
             couch,
             registrar,
             devices,
             tokens,
             proxy,
+            writes,
             account_id,
             db,
             stop,
@@ -265,10 +276,12 @@ async fn a_stale_cached_rev_costs_one_conflict_and_one_reread_and_keeps_the_othe
         .expect("create device");
     rig.watch().await;
 
-    // Cold: the device doc is read once, then written.
+    // Cold: the device doc is read once (a shared read, `_all_docs` with its id), then
+    // written.
     let before = rig.counts.snapshot();
     assert_eq!(rig.register(dev, &tok[0]).await, RegOutcome::Updated);
-    assert_eq!(since(&rig.counts, &before, Op::GetDoc, Answer::Ok), 1);
+    assert_eq!(since(&rig.counts, &before, Op::GetDocs, Answer::Ok), 1);
+    assert_eq!(rig.counts.total(Op::GetDoc) - total(&before, Op::GetDoc), 0);
     assert_eq!(since(&rig.counts, &before, Op::PutDoc, Answer::Ok), 1);
 
     // Steady state: a changed registration is one PUT of the cached copy, no GET.
@@ -332,6 +345,73 @@ async fn a_stale_cached_rev_costs_one_conflict_and_one_reread_and_keeps_the_othe
         assert_eq!(entry["device_id"], dev);
         assert_eq!(entry["account_db"], rig.db.as_str());
     }
+    let _ = rig.couch.delete_db(&rig.db).await;
+}
+
+/// Cold registrations of many devices of one database share their reads: while one read
+/// is in flight, the devices asked for meanwhile queue and go together in the next
+/// request (`_all_docs` with their ids). What a registration storm on a cold cache costs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_registrations_of_one_database_share_their_reads() {
+    const DEVICES: usize = 20;
+    let mut rig = Rig::with_slots(DEVICES + 1).await;
+    let run = rand_hex(12);
+    let docs: Vec<Value> = (0..DEVICES)
+        .map(|i| json!({"_id": format!("dev-{i:02}"), "pvt_type": "device", "name": format!("phone {i}")}))
+        .collect();
+    rig.couch
+        .bulk_docs(&rig.db, &docs)
+        .await
+        .expect("create devices");
+
+    // Every answer to the registrar is held: the first read goes out and waits; the
+    // others queue behind it (one of them for a device that does not exist).
+    rig.writes.hold().await;
+    let before = rig.counts.snapshot();
+    let mut regs = tokio::task::JoinSet::new();
+    for i in 0..=DEVICES {
+        let (registrar, reg) = (
+            rig.registrar.clone(),
+            rig.reg(&format!("dev-{i:02}"), &format!("{run}{i:04}")),
+        );
+        regs.spawn(async move {
+            let (outcome, _) = registrar.register(&reg, &CancellationToken::new()).await;
+            (i, outcome)
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rig.registrar.reads_waiting() < DEVICES {
+        assert!(
+            Instant::now() < deadline,
+            "reads never queued: {} waiting",
+            rig.registrar.reads_waiting()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    rig.writes.release();
+    while let Some(done) = regs.join_next().await {
+        let (i, outcome) = done.expect("registration task");
+        let want = if i < DEVICES {
+            RegOutcome::Updated
+        } else {
+            RegOutcome::DeviceNotFound
+        };
+        assert_eq!(outcome, want, "device {i}");
+    }
+
+    // Two reads for 21 devices: the first alone, then the 20 that queued behind it.
+    assert_eq!(since(&rig.counts, &before, Op::GetDocs, Answer::Ok), 2);
+    assert_eq!(rig.counts.total(Op::GetDoc) - total(&before, Op::GetDoc), 0);
+    assert_eq!(
+        since(&rig.counts, &before, Op::PutDoc, Answer::Ok),
+        DEVICES as u64
+    );
+    for i in 0..DEVICES {
+        let doc = rig.device(&format!("dev-{i:02}")).await;
+        assert_eq!(doc["push"]["Token-ID"], format!("{run}{i:04}"), "{doc}");
+        assert_eq!(doc["name"], format!("phone {i}"), "{doc}");
+    }
+    assert_eq!(rig.registrar.reads_waiting(), 0);
     let _ = rig.couch.delete_db(&rig.db).await;
 }
 
