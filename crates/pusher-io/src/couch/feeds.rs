@@ -77,18 +77,20 @@ impl CouchClient {
         let rb = self
             .request(Method::GET, self.url(&[db, "_changes"], &query)?)
             .timeout(wait + Duration::from_secs(5));
-        let fut = self.send(Op::Changes, rb);
-        let resp = match tokio::time::timeout(wait, fut).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Ok(Some(Changes {
-                    ids: Vec::new(),
-                    revs: Vec::new(),
-                    last_seq: since.clone(),
-                }));
-            }
+        // The whole exchange is bounded, not only the headers: pouchdb-server sends them
+        // at once and then holds the body past `timeout`.
+        let answer = async {
+            self.changes_answer(self.send(Op::Changes, rb).await?, since)
+                .await
         };
-        self.changes_answer(resp, since).await
+        match tokio::time::timeout(wait, answer).await {
+            Ok(r) => r,
+            Err(_) => Ok(Some(Changes {
+                ids: Vec::new(),
+                revs: Vec::new(),
+                last_seq: since.clone(),
+            })),
+        }
     }
 
     /// Every change of `db` since `since`, in one normal (not long-poll) read.
@@ -132,11 +134,12 @@ impl CouchClient {
             query.push_str(&format!("&feed=longpoll&timeout={}", wait.as_millis()));
         }
         let mut rb = self.request(Method::GET, self.url(&["_db_updates"], &query)?);
-        let resp = match wait {
+        let body = match wait {
             Some(wait) => {
                 rb = rb.timeout(wait + Duration::from_secs(5));
-                match tokio::time::timeout(wait, self.send(Op::Changes, rb)).await {
-                    Ok(r) => r?,
+                // Headers and body both within `wait` (see `changes_longpoll`).
+                match tokio::time::timeout(wait, self.db_updates_body(rb)).await {
+                    Ok(body) => body?,
                     Err(_) => {
                         return Ok(DbUpdates {
                             events: Vec::new(),
@@ -145,12 +148,8 @@ impl CouchClient {
                     }
                 }
             }
-            None => self.send(Op::Changes, rb).await?,
+            None => self.db_updates_body(rb).await?,
         };
-        if !resp.status().is_success() {
-            return Err(self.status_error(resp, "GET _db_updates").await);
-        }
-        let body = self.body_json(resp, "GET _db_updates").await?;
         let Some(rows) = body.get("results").and_then(Value::as_array) else {
             return Err(super::Error::Decode {
                 what: "GET _db_updates".into(),
@@ -172,5 +171,14 @@ impl CouchClient {
             .collect();
         let last_seq = body.get("last_seq").cloned().unwrap_or(since.clone());
         Ok(DbUpdates { events, last_seq })
+    }
+
+    /// Sends a `_db_updates` request; its body, when the answer is 2xx.
+    async fn db_updates_body(&self, rb: reqwest::RequestBuilder) -> Result<Value> {
+        let resp = self.send(Op::Changes, rb).await?;
+        if !resp.status().is_success() {
+            return Err(self.status_error(resp, "GET _db_updates").await);
+        }
+        self.body_json(resp, "GET _db_updates").await
     }
 }

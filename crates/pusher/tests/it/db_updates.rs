@@ -98,6 +98,35 @@ async fn pouchdb_server_has_no_db_updates_so_each_database_gets_its_own_feed() {
     let _ = c.delete_db(&db).await;
 }
 
+/// pouchdb-server answers a `_changes` long-poll's headers at once and holds the body
+/// past `timeout`: the wait bounds the whole exchange, so a quiet database stays
+/// watched, poll after poll, instead of its watcher failing on the body's timeout
+/// (P10 found every per-database watcher ending 30 s after it started).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_database_stays_watched_across_long_polls_the_server_never_ends() {
+    let c = client(&couch_url());
+    c.ping()
+        .await
+        .expect("pouchdb-server up (scripts/services.sh up)");
+    let db = account_db(&c).await;
+    let stop = CancellationToken::new();
+    let cache = DeviceCache::with_longpoll(c.clone(), stop.clone(), Duration::from_millis(300));
+    let t = watched(&cache, &db).await;
+    cache.store(&db, "dev", push("q1"), None, t);
+    let counts = c.request_counts();
+    let polls = counts.total(pusher_io::couch::Op::Changes);
+    // Ten more long-polls ended on our side while nothing changed; each request's own
+    // timeout (the wait + 5 s) is far longer than all of them together.
+    wait_for("ten quiet long-polls", Duration::from_secs(30), || async {
+        (counts.total(pusher_io::couch::Op::Changes) >= polls + 10).then_some(())
+    })
+    .await;
+    assert!(cache.is_watching(&db), "the watcher ended on a quiet feed");
+    assert!(cache.lookup(&db, "dev", &push("q1")).0, "entry dropped");
+    stop.cancel();
+    let _ = c.delete_db(&db).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_db_updates_one_feed_evicts_an_updated_database_and_drops_a_deleted_one() {
     let (front, c, [one, two], stop, cache) = through_front().await;
