@@ -38,7 +38,7 @@ impl DeviceCache {
     }
 
     /// `db` joins the `_db_updates` run `run`: reads its `update_seq` (at most
-    /// [`CATCH_UP`] such reads at a time), then is cached from there.
+    /// [`JOINS`](super::JOINS) such reads at a time), then is cached from there.
     pub(super) fn spawn_join(&self, db: String, run: u64) {
         let couch = self.couch.clone();
         let inner = self.inner.clone();

@@ -55,7 +55,7 @@
 //! Bounds: at most [`MAX_DBS`] databases are watched with per-database feeds (one
 //! long-poll connection each: at most [`MAX_DBS`] connections), [`MAX_DBS_DB_UPDATES`]
 //! with `_db_updates` (one long-poll, plus at most [`CATCH_UP`] catch-up reads and
-//! [`CATCH_UP`] `update_seq` reads at a time); others are simply not cached. At most
+//! [`JOINS`] `update_seq` reads at a time); others are simply not cached. At most
 //! [`MAX_ENTRIES`] entries are kept (the cache is emptied when full).
 //!
 //! Layout: `state` holds the cache's pure state (entries, the databases watched, the
@@ -83,9 +83,13 @@ use self::state::{DbState, Found, Inner, Mode};
 pub const MAX_DBS: usize = 512;
 /// Most account databases watched at once with `_db_updates` (no connection each).
 pub const MAX_DBS_DB_UPDATES: usize = 50_000;
-/// With `_db_updates`: most `_changes` catch-up reads, and most `update_seq` reads of
-/// joining databases, at a time.
+/// With `_db_updates`: most `_changes` catch-up reads at a time.
 pub const CATCH_UP: usize = 8;
+/// With `_db_updates`: most `update_seq` reads of joining databases at a time. Each is
+/// one short request; after a restart every active database joins on its first
+/// registration, and a database is not cached until it has joined (P10 in
+/// BENCHMARKS.md: at 8, ten thousand databases took minutes to join under load).
+pub const JOINS: usize = 32;
 /// Most cached devices.
 pub const MAX_ENTRIES: usize = 200_000;
 /// Most bytes of cached whole documents (compact JSON), over every entry.
@@ -195,7 +199,7 @@ impl DeviceCache {
             stop,
             longpoll,
             feed: Arc::default(),
-            joins: Arc::new(tokio::sync::Semaphore::new(CATCH_UP)),
+            joins: Arc::new(tokio::sync::Semaphore::new(JOINS)),
         };
         cache.spawn_db_updates();
         cache
