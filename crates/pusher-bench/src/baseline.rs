@@ -30,9 +30,42 @@ pub struct ConsumerReport {
     pub p99_us: u64,
 }
 
+/// Where the bare pipeline sends each `push_req` (P4's lower bound for any
+/// implementation): the mock APNs and the TLS files to reach it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelineArgs {
+    /// Base URL of the mock APNs; without it the consumer only acks.
+    #[arg(long)]
+    pub apns_url: Option<String>,
+    /// Client certificate and key (PEM).
+    #[arg(long)]
+    pub client_pem: Option<std::path::PathBuf>,
+    /// CA that signed the mock's certificate (PEM).
+    #[arg(long)]
+    pub ca_pem: Option<std::path::PathBuf>,
+}
+
 /// The bare consumer (child-process side): declare, consume with `prefetch`, ack each
 /// delivery; print `ready` once consuming; on stdin EOF print a JSON report and exit.
-pub async fn consumer_main(uri: &str, prefetch: u16) -> Result<()> {
+/// With `pipeline.apns_url`, the bare pipeline: each delivery is read as a `push_req`
+/// (core's typed read), sent to the mock APNs over HTTP/2, and acked once answered —
+/// what any implementation must do per push, and nothing else.
+pub async fn consumer_main(uri: &str, prefetch: u16, pipeline: &PipelineArgs) -> Result<()> {
+    let apns = match pipeline {
+        PipelineArgs {
+            apns_url: Some(url),
+            client_pem: Some(client),
+            ca_pem: Some(ca),
+        } => Some((
+            h2_client(
+                &std::fs::read_to_string(client)?,
+                &std::fs::read_to_string(ca)?,
+            )?,
+            Arc::new(url.trim_end_matches('/').to_string()),
+        )),
+        PipelineArgs { apns_url: None, .. } => None,
+        _ => bail!("--apns-url needs --client-pem and --ca-pem"),
+    };
     let conn = pusher_io::amqp::connect(uri, "bench baseline consumer").await?;
     let channel = conn.create_channel().await?;
     pusher_io::amqp::declare_topology(&channel).await?;
@@ -63,7 +96,18 @@ pub async fn consumer_main(uri: &str, prefetch: u16) -> Result<()> {
                     // Acks go out concurrently (as the service's per-delivery tasks do),
                     // so the loop never waits for lapin's I/O thread per message.
                     let acker = delivery.acker;
+                    let apns = apns.clone();
+                    let data = delivery.data;
                     tokio::spawn(async move {
+                        if let Some((client, base)) = apns {
+                            let req = pusher_core::push_req::PushFields::parse_push_req(&data)
+                                .and_then(|f| {
+                                    pusher_core::push_req::PushReq::from_fields(f, now_us() / 1000).ok()
+                                });
+                            if let Some(req) = req {
+                                let _ = apns_post(&client, &base, &req).await;
+                            }
+                        }
                         let _ = acker.ack(BasicAckOptions::default()).await;
                     });
                 }
@@ -94,10 +138,35 @@ pub struct BaselineConsumer {
 impl BaselineConsumer {
     /// Starts `<this exe> amqp-consumer` and waits until it consumes.
     pub fn start(uri: &str, prefetch: u16) -> Result<Self> {
+        Self::start_with(uri, prefetch, &[])
+    }
+
+    /// The bare pipeline: `<this exe> amqp-consumer` sending each `push_req` to the mock
+    /// APNs at `apns_url` before acking it.
+    pub fn start_pipeline(
+        uri: &str,
+        prefetch: u16,
+        apns_url: &str,
+        client_pem: &std::path::Path,
+        ca_pem: &std::path::Path,
+    ) -> Result<Self> {
+        let args = [
+            "--apns-url".as_ref(),
+            apns_url.as_ref(),
+            "--client-pem".as_ref(),
+            client_pem.as_os_str(),
+            "--ca-pem".as_ref(),
+            ca_pem.as_os_str(),
+        ];
+        Self::start_with(uri, prefetch, &args)
+    }
+
+    fn start_with(uri: &str, prefetch: u16, extra: &[&std::ffi::OsStr]) -> Result<Self> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .args(["amqp-consumer", "--uri", uri, "--prefetch"])
             .arg(prefetch.to_string())
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -299,15 +368,7 @@ pub async fn h2_loop(
     n: u64,
     concurrency: usize,
 ) -> Result<(Duration, u64)> {
-    pusher_io::ensure_crypto_provider();
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .https_only(true)
-        .timeout(Duration::from_secs(10))
-        .identity(reqwest::Identity::from_pem(client_pem.as_bytes())?)
-        .tls_certs_merge(reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes())?)
-        .pool_idle_timeout(None)
-        .build()?;
+    let client = h2_client(client_pem, ca_pem)?;
     let (base_url, app) = (base_url.to_string(), app.to_string());
     let send = move |client: reqwest::Client, token: String| {
         let base = base_url.clone();
@@ -316,22 +377,7 @@ pub async fn h2_loop(
             let body = crate::load::push_req_body(&app, &token);
             let req = pusher_core::push_req::PushReq::from_json(&body, now_us() / 1000)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let apns = pusher_core::apns::build_request(
-                &req,
-                &pusher_core::apns::ApnsAppConfig::default(),
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut rb = client
-                .post(format!("{base}{}", apns.path))
-                .header("content-type", "application/json")
-                .body(apns.body);
-            for (k, v) in &apns.headers {
-                rb = rb.header(k.as_str(), v.as_str());
-            }
-            let resp = rb.send().await?;
-            let ok = resp.status().as_u16() == 200;
-            let _ = resp.bytes().await?;
-            anyhow::Ok(ok)
+            apns_post(&client, &base, &req).await
         }
     };
     // Warm the connection (TLS handshake) outside the timing.
@@ -386,4 +432,40 @@ impl Jobs {
     fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
     }
+}
+
+/// The HTTP/2 client of the bare loops: TLS with `client_pem` as identity, trusting
+/// `ca_pem`, prior knowledge, one pooled connection kept.
+fn h2_client(client_pem: &str, ca_pem: &str) -> Result<reqwest::Client> {
+    pusher_io::ensure_crypto_provider();
+    Ok(reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .https_only(true)
+        .timeout(Duration::from_secs(10))
+        .identity(reqwest::Identity::from_pem(client_pem.as_bytes())?)
+        .tls_certs_merge(reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes())?)
+        .pool_idle_timeout(None)
+        .build()?)
+}
+
+/// One APNs request for `req` (core's mapping, default app settings) to `base`:
+/// whether it was answered 200.
+async fn apns_post(
+    client: &reqwest::Client,
+    base: &str,
+    req: &pusher_core::push_req::PushReq,
+) -> Result<bool> {
+    let apns = pusher_core::apns::build_request(req, &pusher_core::apns::ApnsAppConfig::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut rb = client
+        .post(format!("{base}{}", apns.path))
+        .header("content-type", "application/json")
+        .body(apns.body);
+    for (k, v) in &apns.headers {
+        rb = rb.header(k.as_str(), v.as_str());
+    }
+    let resp = rb.send().await?;
+    let ok = resp.status().as_u16() == 200;
+    let _ = resp.bytes().await?;
+    Ok(ok)
 }

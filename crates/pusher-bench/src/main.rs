@@ -49,6 +49,8 @@ enum Cmd {
         uri: String,
         #[arg(long)]
         prefetch: u16,
+        #[command(flatten)]
+        pipeline: baseline::PipelineArgs,
     },
 }
 
@@ -62,8 +64,13 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Some(Cmd::AmqpConsumer { uri, prefetch }) = &cli.cmd {
-        return baseline::consumer_main(uri, *prefetch).await;
+    if let Some(Cmd::AmqpConsumer {
+        uri,
+        prefetch,
+        pipeline,
+    }) = &cli.cmd
+    {
+        return baseline::consumer_main(uri, *prefetch, pipeline).await;
     }
     run(cli).await
 }

@@ -51,6 +51,13 @@ impl Pusherd {
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(cfg.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // Experiments: BENCH_PUSHERD_ENV_<NAME>=v gives pusherd <NAME>=v (e.g.
+            // TOKIO_WORKER_THREADS, MIMALLOC_* options).
+            .envs(
+                std::env::vars().filter_map(|(k, v)| {
+                    Some((k.strip_prefix("BENCH_PUSHERD_ENV_")?.to_string(), v))
+                }),
+            )
             .env("PUSHER_NODE", node)
             .env("PUSHER_HTTP_ADDR", http.to_string())
             .stdin(Stdio::null())

@@ -11,7 +11,7 @@ use pusher_sandbox::pki::ClientVariant;
 use super::{Bench, PushRun, ms, secs};
 use crate::baseline::{self, BaselineConsumer};
 use crate::load;
-use crate::report::{Row, pct, rate};
+use crate::report::{Row, pct, rate, thousands};
 
 impl Bench {
     /// P4 (push throughput, one app, 20 ms provider latency), P5 (added latency at 1,000
@@ -105,11 +105,37 @@ impl Bench {
         let bench_cpu = crate::env::cpu_us(std::process::id()).unwrap_or(0) - bench_cpu0;
         self.mock.clear();
         let h2 = (n - h2_bad) as f64 / secs(h2_elapsed);
+        // The bare pipeline: consume, read the push_req, one HTTP/2 request, ack; no
+        // logic of ours. What any implementation could reach here.
+        let pipe = BaselineConsumer::start_pipeline(
+            &self.vhost.uri(),
+            self.prefetch,
+            &self.mock.base_url(),
+            &self.pki.client(ClientVariant::Pkcs8).path,
+            &self.pki.path(pusher_sandbox::pki::files::CA),
+        )?;
+        self.broker
+            .wait_consumers(1, Duration::from_secs(10))
+            .await?;
+        let pipe_cpu0 = crate::env::cpu_us(pipe.pid()).unwrap_or(0);
+        let piped = self.push_run("p4p", n).await?;
+        let pipe_cpu = crate::env::cpu_us(pipe.pid()).unwrap_or(0) - pipe_cpu0;
+        tokio::task::block_in_place(|| pipe.finish())?;
+        self.mock.clear();
+        let pipeline = piped.got.len() as f64 / secs(piped.elapsed);
         self.notes.push(format!(
-            "P4 CPU per push: pusherd {:.1} µs; bare consumer {:.1} µs per push_req acked; bench process during the bare HTTP/2 loop (client + mock APNs) {:.1} µs.",
+            "P4 CPU per push: pusherd {:.1} µs; bare pipeline {:.1} µs; bare consumer {:.1} µs per push_req acked; bench process during the bare HTTP/2 loop (client + mock APNs) {:.1} µs.",
             cpu4 as f64 / n as f64,
+            pipe_cpu as f64 / n as f64,
             cpu4c as f64 / n as f64,
             bench_cpu as f64 / n as f64
+        ));
+        self.notes.push(format!(
+            "P4 bare pipeline (a child process: lapin consume at prefetch {}, core's typed push_req read and APNs request, reqwest HTTP/2 to the same mock, ack when answered; none of pusherd's logic): {} push/s, {} of {n} recorded; ours = {} of it.",
+            self.prefetch,
+            thousands(pipeline),
+            piped.got.len(),
+            pct(ours / pipeline)
         ));
         let lower = h2.min(ceiling);
         // Issue #13: ≥ 5,000/s and ≥ 90 % (CPU per push ≤ 100 µs is in the notes below).
@@ -119,9 +145,10 @@ impl Bench {
             scenario: "`push_req` → mock APNs (20 ms), one app".into(),
             ours: rate(ours, "push"),
             baseline: format!(
-                "{} (bare HTTP/2, {per_app} in flight); broker ceiling {}",
+                "{} (bare HTTP/2, {per_app} in flight); broker ceiling {}; bare pipeline {}",
                 rate(h2, "push"),
-                rate(ceiling, "msg")
+                rate(ceiling, "msg"),
+                rate(pipeline, "push")
             ),
             ratio: pct(ours / lower),
             target: "≥ 5,000/s and ≥ 90 % of the lower".into(),
