@@ -1,13 +1,13 @@
 //! The batching task: everything noted is written in one `_bulk_docs` at most every
 //! [`BATCH_EVERY`]; a batch that fails for a transient reason is retried with backoff,
-//! an entry that exists already (409) is read and written again.
+//! the entries that exist already (409) are read together and written again together.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pusher_core::outcome::retry_delay;
-use pusher_io::couch::{BulkItem, CouchClient};
+use pusher_io::couch::BulkItem;
 use serde_json::{Value, json};
 
 use super::{BATCH_EVERY, MAX_BULK, Shared, TOKENS_DB, Want, lock};
@@ -103,22 +103,14 @@ async fn write_batch(
         }
     };
     let wants: HashMap<&str, &Want> = batch.iter().map(|(id, w)| (id.as_str(), w)).collect();
+    let mut existing: Vec<(String, &Want)> = Vec::new();
     for item in items {
         match item {
             BulkItem::Written { id, rev } => set_rev(shared, &id, Some(rev)),
+            // Indexed before (by another instance, or before a restart).
             BulkItem::Conflict { id } => {
-                // Indexed before (by another instance, or before a restart): read it.
-                let Some(want) = wants.get(id.as_str()) else {
-                    continue;
-                };
-                match write_existing(&shared.couch, &id, want).await {
-                    Ok(rev) => set_rev(shared, &id, rev),
-                    // Another instance wrote it meanwhile: its entry is as recent.
-                    Err(pusher_io::couch::Error::Conflict) => set_rev(shared, &id, None),
-                    Err(e) => {
-                        tracing::warn!(error.message = %e, device_id = want.device_id, "cannot index the push token");
-                        lock(&shared.known).remove(&id);
-                    }
+                if let Some(want) = wants.get(id.as_str()) {
+                    existing.push((id, want));
                 }
             }
             BulkItem::Failed { id, error } => {
@@ -127,7 +119,64 @@ async fn write_batch(
             }
         }
     }
+    if !existing.is_empty() {
+        write_existing(shared, &existing).await;
+    }
     Ok(())
+}
+
+/// Writes index entries that exist already: all read in one request, and those that do
+/// not already say this (or a later registration) written in one `_bulk_docs`. After a
+/// restart every token is such an entry: two requests per batch, not two per token.
+async fn write_existing(shared: &Shared, entries: &[(String, &Want)]) {
+    let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
+    let forget = |e: &dyn std::fmt::Display| {
+        tracing::warn!(error.message = %e, entries = ids.len(), "cannot index these push tokens; indexed on their next registration");
+        let mut known = lock(&shared.known);
+        for id in &ids {
+            known.remove(id);
+        }
+    };
+    let stored = match shared.couch.get_docs(TOKENS_DB, &ids).await {
+        Ok(docs) => docs,
+        Err(e) => return forget(&e),
+    };
+    let mut docs = Vec::new();
+    for ((id, want), stored) in entries.iter().zip(stored) {
+        let mut doc = stored.clone().unwrap_or_else(|| json!({"_id": id}));
+        if stored.is_some()
+            && doc["account_db"] == want.account_db.as_str()
+            && doc["device_id"] == want.device_id.as_str()
+            && doc["registered_at_ms"]
+                .as_u64()
+                .is_some_and(|t| t >= want.at_ms)
+        {
+            set_rev(shared, id, doc["_rev"].as_str().map(str::to_string));
+            continue;
+        }
+        doc["account_db"] = json!(want.account_db);
+        doc["device_id"] = json!(want.device_id);
+        doc["registered_at_ms"] = json!(want.at_ms);
+        docs.push(doc);
+    }
+    if docs.is_empty() {
+        return;
+    }
+    let items = match shared.couch.bulk_docs(TOKENS_DB, &docs).await {
+        Ok(items) => items,
+        Err(e) => return forget(&e),
+    };
+    for item in items {
+        match item {
+            BulkItem::Written { id, rev } => set_rev(shared, &id, Some(rev)),
+            // Another instance wrote it meanwhile: its entry is as recent.
+            BulkItem::Conflict { id } => set_rev(shared, &id, None),
+            BulkItem::Failed { id, error } => {
+                tracing::warn!(error.message = %error, "cannot index the push token");
+                lock(&shared.known).remove(&id);
+            }
+        }
+    }
 }
 
 /// Remembers the revision of index entry `id` this process wrote (`None`: unknown).
@@ -135,28 +184,4 @@ fn set_rev(shared: &Shared, id: &str, rev: Option<String>) {
     if let Some(seen) = lock(&shared.known).get_mut(id) {
         seen.rev = rev;
     }
-}
-
-/// Writes an index entry that exists already: read, and written unless it already
-/// says this (or a later registration). Returns the revision written, if any.
-async fn write_existing(
-    couch: &CouchClient,
-    id: &str,
-    want: &Want,
-) -> Result<Option<String>, pusher_io::couch::Error> {
-    let existing = couch.get_doc(TOKENS_DB, id).await?;
-    let mut doc = existing.clone().unwrap_or_else(|| json!({"_id": id}));
-    if existing.is_some()
-        && doc["account_db"] == want.account_db.as_str()
-        && doc["device_id"] == want.device_id.as_str()
-        && doc["registered_at_ms"]
-            .as_u64()
-            .is_some_and(|t| t >= want.at_ms)
-    {
-        return Ok(doc["_rev"].as_str().map(str::to_string));
-    }
-    doc["account_db"] = json!(want.account_db);
-    doc["device_id"] = json!(want.device_id);
-    doc["registered_at_ms"] = json!(want.at_ms);
-    couch.put_doc(TOKENS_DB, &doc).await.map(Some)
 }

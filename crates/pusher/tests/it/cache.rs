@@ -230,6 +230,54 @@ async fn registered_at_ms_follows_the_latest_registration() {
     let _ = c.delete_db(&db).await;
 }
 
+/// A restarted instance (no memory of the index) re-indexes tokens whose entries exist
+/// already: the 409s of its batch are read together and written together, two requests
+/// for the whole batch instead of a GET and a PUT per token (P10 found thousands of
+/// entries left unwritten at exit after a restart). One runtime thread: every token is
+/// noted before the batcher first runs, so they go in one batch.
+#[tokio::test(flavor = "current_thread")]
+async fn a_restarted_instance_rewrites_existing_index_entries_in_bulk() {
+    use pusher_io::couch::Op;
+    let c = couch().await;
+    c.create_db(TOKENS_DB).await.expect("tokens db");
+    let db = account_db(&c).await;
+    let app = format!("org.cache{}.bulk", rand_hex(8));
+    let tokens: Vec<String> = (0..50)
+        .map(|i| format!("beef{}{i:04}", rand_hex(8)))
+        .collect();
+    let before = TokenIndex::new(c.clone());
+    for t in &tokens {
+        before.note(&apple_push(&app, t), &db, "dev");
+    }
+    assert_eq!(before.flush(Duration::from_secs(30)).await, 0);
+    let (first, _) = registered_at(&c, &app, &tokens[0]).await;
+    clock_past(first).await;
+
+    // After the restart the tokens registered on another device.
+    let counted = CouchClient::new(&couch_url(), Duration::from_secs(10)).expect("client");
+    let counts = counted.request_counts();
+    let after = TokenIndex::new(counted);
+    for t in &tokens {
+        after.note(&apple_push(&app, t), &db, "dev2");
+    }
+    assert_eq!(after.flush(Duration::from_secs(30)).await, 0);
+    for t in &tokens {
+        let id = pusher::tokens::doc_id("apple", &app, t).expect("doc id");
+        let entry = c
+            .get_doc(TOKENS_DB, &id)
+            .await
+            .expect("read index")
+            .expect("entry exists");
+        assert_eq!(entry["device_id"], "dev2", "{entry}");
+        assert!(entry["registered_at_ms"].as_u64() > Some(first), "{entry}");
+    }
+    // The batch (50 conflicts), one read of the 50, one write of the 50.
+    assert_eq!(counts.total(Op::BulkDocs), 2);
+    assert_eq!(counts.total(Op::GetDocs), 1);
+    assert_eq!(counts.total(Op::GetDoc) + counts.total(Op::PutDoc), 0);
+    let _ = c.delete_db(&db).await;
+}
+
 // --- D. no private key from pusherctl, service account stored as a string -----------
 
 struct CtlOut {
