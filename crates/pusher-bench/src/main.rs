@@ -35,6 +35,9 @@ struct Cli {
     /// PUSHER_PREFETCH for pusherd, and the baseline consumer's prefetch.
     #[arg(long, default_value_t = 200)]
     prefetch: u16,
+    /// P10's account databases (default 2,000 × scale).
+    #[arg(long)]
+    p10_dbs: Option<u64>,
     /// Scenario groups to run: p1, p23, p456, p8, p9, p10 (default: all; P7 comes from
     /// every start).
     #[arg(long, value_delimiter = ',')]
@@ -139,7 +142,10 @@ async fn run(cli: Cli) -> Result<()> {
         "==> bench: setting up (vhost, account, {} devices, mock APNs)",
         1000
     );
-    let counts = scenarios::Counts::scaled(cli.scale);
+    let mut counts = scenarios::Counts::scaled(cli.scale);
+    if let Some(dbs) = cli.p10_dbs {
+        counts.p10_dbs = dbs;
+    }
     let mut bench = scenarios::Bench::setup(
         &amqp,
         &couch,

@@ -45,6 +45,19 @@ fn client(url: &str) -> CouchClient {
     CouchClient::new(url, Duration::from_secs(5)).expect("couch client")
 }
 
+/// A client of pouchdb-server itself, a fresh account database, and a cache on that
+/// client (long-polls of `longpoll`) with its stop token.
+async fn direct(longpoll: Duration) -> (CouchClient, String, CancellationToken, DeviceCache) {
+    let c = client(&couch_url());
+    c.ping()
+        .await
+        .expect("pouchdb-server up (scripts/services.sh up)");
+    let db = account_db(&c).await;
+    let stop = CancellationToken::new();
+    let cache = DeviceCache::with_longpoll(c.clone(), stop.clone(), longpoll);
+    (c, db, stop, cache)
+}
+
 /// A front, a client through it, two fresh account databases, and a cache on that
 /// client (short long-polls) with its stop token.
 async fn through_front() -> (
@@ -73,13 +86,7 @@ async fn watched(cache: &DeviceCache, db: &str) -> pusher::register::device_cach
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pouchdb_server_has_no_db_updates_so_each_database_gets_its_own_feed() {
-    let c = client(&couch_url());
-    c.ping()
-        .await
-        .expect("pouchdb-server up (scripts/services.sh up)");
-    let db = account_db(&c).await;
-    let stop = CancellationToken::new();
-    let cache = DeviceCache::with_longpoll(c.clone(), stop.clone(), Duration::from_millis(500));
+    let (c, db, stop, cache) = direct(Duration::from_millis(500)).await;
     let mode = wait_for("feed mode decided", Duration::from_secs(15), || async {
         cache.feed_mode()
     })
@@ -104,13 +111,7 @@ async fn pouchdb_server_has_no_db_updates_so_each_database_gets_its_own_feed() {
 /// (P10 found every per-database watcher ending 30 s after it started).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_database_stays_watched_across_long_polls_the_server_never_ends() {
-    let c = client(&couch_url());
-    c.ping()
-        .await
-        .expect("pouchdb-server up (scripts/services.sh up)");
-    let db = account_db(&c).await;
-    let stop = CancellationToken::new();
-    let cache = DeviceCache::with_longpoll(c.clone(), stop.clone(), Duration::from_millis(300));
+    let (c, db, stop, cache) = direct(Duration::from_millis(300)).await;
     let t = watched(&cache, &db).await;
     cache.store(&db, "dev", push("q1"), None, t);
     let counts = c.request_counts();
