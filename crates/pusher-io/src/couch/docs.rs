@@ -41,6 +41,19 @@ pub enum BulkItem {
     },
 }
 
+/// What the caller of [`CouchClient::update_doc_from`] knows of the document already.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Known {
+    /// Nothing: the document is read first.
+    Nothing,
+    /// A copy the caller kept (with its `_id` and `_rev`); it may be stale, so when
+    /// `apply` leaves it unchanged that proves nothing and the document is read.
+    Kept(Value),
+    /// The document as the caller just read it: when `apply` leaves it unchanged,
+    /// nothing is written and nothing is read again.
+    Read(Value),
+}
+
 impl CouchClient {
     /// Reads a document; `Ok(None)` when it or its database does not exist.
     pub async fn get_doc(&self, db: &str, id: &str) -> Result<Option<Value>> {
@@ -133,37 +146,57 @@ impl CouchClient {
         F: FnMut(&mut Value) -> bool,
     {
         Ok(self
-            .update_doc_from(db, id, None, max_attempts, apply)
+            .update_doc_from(db, id, Known::Nothing, max_attempts, apply)
             .await?
             .outcome)
     }
 
-    /// [`CouchClient::update_doc`] starting from `known`, a copy of the document the
-    /// caller kept (with its `_id` and `_rev`), instead of a read: when `apply` changes
-    /// it, it is written at once, one request. If `known` is stale (another writer
-    /// changed the doc since), CouchDB answers 409, and the doc is re-read and `apply`
-    /// runs again on what is stored, so the other writer's change survives. A `known`
-    /// that `apply` leaves unchanged proves nothing about what is stored: the doc is
-    /// read. Returns the doc as now stored, for the caller to keep.
+    /// [`CouchClient::update_doc`] starting from what the caller `known`s instead of a
+    /// read. From a [`Known::Kept`] copy that `apply` changes, the write is one request.
+    /// If that copy is stale (another writer changed the doc since), CouchDB answers
+    /// 409, and the doc is re-read and `apply` runs again on what is stored, so the
+    /// other writer's change survives. A kept copy that `apply` leaves unchanged proves
+    /// nothing about what is stored: the doc is read. Returns the doc as now stored, for
+    /// the caller to keep.
     pub async fn update_doc_from<F>(
         &self,
         db: &str,
         id: &str,
-        known: Option<Value>,
+        known: Known,
         max_attempts: u32,
         mut apply: F,
     ) -> Result<Written>
     where
         F: FnMut(&mut Value) -> bool,
     {
-        let mut known = known.filter(|d| d.get("_id").and_then(Value::as_str) == Some(id));
+        let of_this = |d: &Value| d.get("_id").and_then(Value::as_str) == Some(id);
+        let mut known = match known {
+            Known::Kept(d) | Known::Read(d) if !of_this(&d) => Known::Nothing,
+            k => k,
+        };
         let mut conflicts = 0;
         loop {
-            let changed_copy = known.take().and_then(|mut d| apply(&mut d).then_some(d));
-            let mut doc = match changed_copy {
-                Some(d) => d,
-                None => {
-                    let Some(mut doc) = self.get_doc(db, id).await? else {
+            // A kept copy that `apply` changes is written as it is; anything else is
+            // (or was just) read from CouchDB.
+            let read = match std::mem::replace(&mut known, Known::Nothing) {
+                Known::Kept(mut d) => {
+                    if apply(&mut d) {
+                        Ok(d)
+                    } else {
+                        Err(None)
+                    }
+                }
+                Known::Read(d) => Err(Some(d)),
+                Known::Nothing => Err(None),
+            };
+            let mut doc = match read {
+                Ok(d) => d,
+                Err(just_read) => {
+                    let stored = match just_read {
+                        Some(d) => Some(d),
+                        None => self.get_doc(db, id).await?,
+                    };
+                    let Some(mut doc) = stored else {
                         return Ok(Written {
                             outcome: UpdateOutcome::NotFound,
                             doc: None,

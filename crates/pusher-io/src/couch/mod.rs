@@ -33,7 +33,7 @@ mod http;
 mod view;
 
 pub use counts::{Answer, Op, RequestCounts};
-pub use docs::{BulkItem, Written};
+pub use docs::{BulkItem, Known, Written};
 pub use feeds::{DbEvent, DbUpdates};
 
 /// Everything that is not unreserved in RFC 3986 is encoded, including `/` and `+`.

@@ -6,13 +6,12 @@ use std::time::{Duration, Instant};
 
 use pusher_core::outcome::retry_delay;
 use pusher_core::reg_success::{self, PushUpdate};
-use pusher_io::couch::{self, UpdateOutcome};
+use pusher_io::couch::{self, Known, UpdateOutcome};
 use rand::Rng as _;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::Registrar;
-use super::device_cache::Ticket;
 use super::outcome::RegOutcome;
 use super::plan::Job;
 
@@ -89,33 +88,32 @@ impl Registrar {
             }
             return Ok(RegOutcome::Unchanged);
         }
-        let apply = |doc: &mut Value| reg_success::apply_update(doc, update);
         let known = match found.doc {
             // The cached copy: written at once when the update changes it.
-            Some(doc) => doc,
+            Some(doc) => Known::Kept(doc),
             // Not cached: read, in one request with the other devices of the database
             // read meanwhile.
-            None => {
-                let Some(doc) = self.reads.read(account_db, device_id).await? else {
-                    return Ok(RegOutcome::DeviceNotFound);
-                };
-                if !apply(&mut doc.clone()) {
-                    // Stored as wanted already: nothing to write.
-                    written_store(self, job, found.ticket, &doc);
-                    if let PushUpdate::Set(push) = update {
-                        self.tokens.note(push, account_db, device_id);
-                    }
-                    return Ok(RegOutcome::Unchanged);
-                }
-                doc
-            }
+            None => match self.reads.read(account_db, device_id).await? {
+                Some(doc) => Known::Read(doc),
+                None => return Ok(RegOutcome::DeviceNotFound),
+            },
         };
         let written = self
             .couch
-            .update_doc_from(account_db, device_id, Some(known), MAX_CONFLICTS, apply)
+            .update_doc_from(account_db, device_id, known, MAX_CONFLICTS, |doc| {
+                reg_success::apply_update(doc, update)
+            })
             .await?;
-        if let Some(doc) = &written.doc {
-            written_store(self, job, found.ticket, doc);
+        if let (Some(ticket), Some(doc)) = (found.ticket, &written.doc) {
+            let rev = doc.get("_rev").and_then(Value::as_str).map(str::to_string);
+            self.devices.store_doc(
+                account_db,
+                device_id,
+                wanted.clone(),
+                rev,
+                Some(doc),
+                ticket,
+            );
         }
         let outcome = written.outcome;
         if let (PushUpdate::Set(push), UpdateOutcome::Updated { .. } | UpdateOutcome::Unchanged) =
@@ -130,19 +128,4 @@ impl Registrar {
             (UpdateOutcome::Updated { .. }, PushUpdate::Remove) => RegOutcome::Removed,
         })
     }
-}
-
-/// Keeps `doc`, as now stored, in the device cache for the next write of the device,
-/// when the lookup issued a ticket.
-fn written_store(registrar: &Registrar, job: &Job, ticket: Option<Ticket>, doc: &Value) {
-    let Some(ticket) = ticket else { return };
-    let rev = doc.get("_rev").and_then(Value::as_str).map(str::to_string);
-    registrar.devices.store_doc(
-        &job.account_db,
-        &job.device_id,
-        job.wanted.clone(),
-        rev,
-        Some(doc),
-        ticket,
-    );
 }
